@@ -59,6 +59,11 @@ class _ScaledBinaryMixin:
                     f"xnor_keras.quantizers. Received: {key}={kwargs[key]!r}"
                 )
             kwargs.pop(key, None)
+        if weight_gradient not in xq.WEIGHT_GRADIENTS:
+            raise ValueError(
+                f"Expected `weight_gradient` to be one of {xq.WEIGHT_GRADIENTS}, got "
+                f"{weight_gradient!r}. Received: weight_gradient={weight_gradient!r}"
+            )
         if input_scaling not in INPUT_SCALINGS:
             raise ValueError(
                 f"Expected `input_scaling` to be one of {INPUT_SCALINGS}, got {input_scaling!r}. "

@@ -177,15 +177,6 @@ def assert_saved_model_roundtrip(
 
 def tflite_op_names(flatbuffer: bytes) -> list[str]:
     """Operator names of a TFLite flatbuffer's main subgraph, in order (custom ops by name)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    from xnor_keras.convert import op_names
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = []
-    for op in model.subgraphs[0].operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if code.customCode:
-            names.append(code.customCode.decode())
-        else:
-            names.append(builtin_names[max(code.builtinCode, code.deprecatedBuiltinCode)])
-    return names
+    return op_names(flatbuffer)
