@@ -1,10 +1,10 @@
 """Tests for :mod:`xnor_keras.quantizers` against independent numpy oracles.
 
-Every expected value here is written in numpy, either in :mod:`xnor_keras.testing_utils`
-(``numpy_sign``, ``numpy_conv2d``, ``numpy_input_scale``) or as an explicit formula / loop in this
-file; the TensorFlow code is never compared with itself. Gradients are taken with ``tf.GradientTape`` under a random
-upstream gradient, on inputs that include exact zeros (signed and unsigned), values exactly at the
-clip, just inside and just outside it, and values beyond 1.
+Every expected value is written in numpy, either in :mod:`xnor_keras.testing_utils`
+(``numpy_sign``, ``numpy_conv2d``, ``numpy_input_scale``) or as an explicit formula / loop in
+this file; the TensorFlow code is never compared with itself. Gradients are taken with
+``tf.GradientTape`` under a random upstream gradient, on inputs that include exact zeros (signed
+and unsigned), values exactly at the clip, just inside and just outside it, and values beyond 1.
 
 Reference: Rastegari et al., "XNOR-Net", ECCV 2016, arXiv:1603.05279, sections 3.1 and 3.2.
 """

@@ -11,6 +11,7 @@ Networks", ECCV 2016, arXiv:1603.05279, sections 3.1 (binary weights) and 3.2 (X
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import larq as lq
@@ -34,7 +35,7 @@ _PACKAGE = "xnor_keras"
 
 
 def _check_clip_value(clip_value) -> float:
-    if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)):
+    if isinstance(clip_value, bool) or not isinstance(clip_value, numbers.Real):
         raise ValueError(
             f"Expected `clip_value` to be a positive number, got {type(clip_value).__name__}. "
             f"Received: clip_value={clip_value!r}"
