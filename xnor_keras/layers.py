@@ -148,6 +148,12 @@ class _ScaledBinaryConv2D(_ScaledBinaryMixin, lq.layers.QuantConv2D):
             padding=padding,
             dilation_rate=kwargs.get("dilation_rate", 1),
         )
+        if not self._binary_inputs and pad_values != 0.0:
+            raise ValueError(
+                f"`{type(self).__name__}` has real-valued inputs, which are zero padded; "
+                f"`pad_values` only chooses how binarized inputs are padded. "
+                f"Received: pad_values={pad_values!r}"
+            )
         quantization = self._quantization_kwargs(
             input_scaling=input_scaling,
             weight_gradient=weight_gradient,
