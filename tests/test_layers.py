@@ -379,7 +379,6 @@ def test_xnor_conv2d_build_names_the_wrong_shape():
                 4,
                 3,
                 padding="same",
-                pad_values=1.0,
                 weight_gradient="autodiff",
                 clip_value=0.5,
                 use_bias=True,
