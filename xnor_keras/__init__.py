@@ -10,7 +10,7 @@ from xnor_keras._compat import use_legacy_keras as _use_legacy_keras
 
 _use_legacy_keras()
 
-from xnor_keras import layers, quantizers  # noqa: E402
+from xnor_keras import layers, quantizers, zoo  # noqa: E402
 from xnor_keras.layers import BWNConv2D, BWNDense, XNORConv2D, XNORDense  # noqa: E402
 from xnor_keras.quantizers import (  # noqa: E402
     BinaryActivation,
@@ -31,4 +31,5 @@ __all__ = [
     "__version__",
     "layers",
     "quantizers",
+    "zoo",
 ]
