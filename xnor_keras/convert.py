@@ -1,33 +1,104 @@
-"""Keras model -> TFLite flatbuffer with Larq Compute Engine, and running it on LCE's interpreter.
+"""Keras model -> TFLite flatbuffer with Larq Compute Engine, verified on LCE's runtime, with a report.
 
-The library returns bytes; :func:`save_tflite` writes them atomically (a temporary file renamed
-into place, so a failure never leaves a partial ``.tflite``).
+* :func:`convert` returns flatbuffer bytes in which every binarized layer is an LCE binary op
+  (``LceBconv2d``) with alpha folded in; :func:`save_tflite` writes them atomically.
+* :func:`verify` runs the flatbuffer on LCE's interpreter and compares it with the Keras model.
+* :func:`conversion_report` says, for each quantized Keras layer, which TFLite ops it became.
+
+Example:
+    >>> import xnor_keras
+    >>> from xnor_keras import convert
+    >>> model = xnor_keras.zoo.XNORResNet18(input_shape=(32, 32, 3), classes=10)
+    >>> flatbuffer = convert.convert(model)
+    >>> convert.verify(model, flatbuffer).passed
+    True
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
+from typing import Iterator
 
 import larq as lq
 import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["TARGETS", "convert", "inference_copy", "op_histogram", "op_names", "run_flatbuffer", "save_tflite"]
+__all__ = [
+    "TARGETS",
+    "ConversionError",
+    "ConversionReport",
+    "LayerConversion",
+    "Verification",
+    "conversion_report",
+    "convert",
+    "inference_copy",
+    "op_histogram",
+    "op_names",
+    "run_flatbuffer",
+    "save_tflite",
+    "verify",
+]
 
 TARGETS = ("arm", "xcore")
+BINARY_OPS = ("LceBconv2d",)
+_IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
+# Short name given to the inference copy: LCE keeps only 50 characters of each tensor name, and
+# the report finds layers by name, so the model-name prefix should not eat them.
+_COPY_NAME = "m"
 
 
-def _binary_kernel_layers(model: tf.keras.Model):
-    """Every layer (nested models included) whose kernel larq quantizes to 1 bit."""
+class ConversionError(ValueError):
+    """The model cannot be converted; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+
+
+def _walk_layers(model: tf.keras.Model) -> Iterator[tf.keras.layers.Layer]:
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
-            yield from _binary_kernel_layers(layer)
-        elif getattr(getattr(layer, "kernel_quantizer", None), "precision", None) == 1:
+            yield from _walk_layers(layer)
+        else:
             yield layer
+
+
+def _has_binary_kernel(layer) -> bool:
+    return getattr(getattr(layer, "kernel_quantizer", None), "precision", None) == 1
+
+
+def _has_binary_input(layer) -> bool:
+    return getattr(getattr(layer, "input_quantizer", None), "precision", None) == 1
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, tf.keras.Model):
+        raise ConversionError(
+            f"Expected `model` to be a tf.keras.Model, got {type(model).__name__}. "
+            f"Received: model={model!r}"
+        )
+    if not model.built or not model.inputs:
+        raise ConversionError(
+            "Expected `model` to be a built model with known inputs (a functional or Sequential "
+            "model with an input shape)."
+        )
+    for layer in _walk_layers(model):
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is not None and getattr(policy, "compute_dtype", "float32") != "float32":
+            raise ConversionError(
+                f"The model uses mixed precision (layer '{layer.name}' computes in "
+                f"{policy.compute_dtype}, policy {policy.name!r}); LCE converts float32 models. "
+                "Rebuild the model under the float32 policy "
+                "(tf.keras.mixed_precision.set_global_policy('float32')), load the trained "
+                "weights into it (model.save_weights / load_weights) and convert that."
+            )
 
 
 def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
@@ -37,11 +108,14 @@ def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
     stored as the layer's weights, and the quantizer removed. The copy computes the same function,
     but LCE no longer has to constant-fold the quantizer: it does so only for kernels below about
     128 MiB, so without this a large layer such as XNOR AlexNet's fc6 (6x6x256x4096) stays a float
-    convolution that recomputes alpha at every inference (306 MiB flatbuffer instead of ~24 MiB).
+    convolution that recomputes alpha at every inference (306 MiB flatbuffer instead of ~23 MiB).
     """
     copy = tf.keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    for layer in _binary_kernel_layers(copy):
+    copy._name = _COPY_NAME
+    for layer in _walk_layers(copy):
+        if not _has_binary_kernel(layer):
+            continue
         kernel = layer.kernel
         with lq.context.quantized_scope(True):
             quantized = tf.convert_to_tensor(layer.kernel_quantizer(kernel.latent_variable))
@@ -50,58 +124,61 @@ def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
     return copy
 
 
-def convert(model: tf.keras.Model, *, target: str = "arm") -> bytes:
+def convert(
+    model: tf.keras.Model,
+    *,
+    target: str = "arm",
+    inference_input_type: str = "float32",
+    inference_output_type: str = "float32",
+) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer with LCE's binary ops.
 
     Args:
-        model: a built ``tf.keras.Model`` (Keras 2).
-        target: ``"arm"`` (64-bit ARM: Raspberry Pi, Android; also runs on x86 through LCE's
-            interpreter) or ``"xcore"``.
+        model: a built ``tf.keras.Model`` (Keras 2, float32).
+        target: ``"arm"`` (64-bit ARM: Raspberry Pi 4 with a 64-bit OS, Android arm64; also runs
+            on x86 through LCE's interpreter) or ``"xcore"``.
+        inference_input_type, inference_output_type: ``"float32"`` or ``"int8"`` (int8 needs a
+            model with fake-quantized inputs/outputs).
 
     Returns:
         The flatbuffer as bytes.
+
+    Raises:
+        ConversionError: the model is not convertible; the message says why.
     """
-    if not isinstance(model, tf.keras.Model):
-        raise ValueError(
-            f"Expected `model` to be a tf.keras.Model, got {type(model).__name__}. "
-            f"Received: model={model!r}"
-        )
+    _check_model(model)
     if target not in TARGETS:
-        raise ValueError(f"Expected `target` to be one of {TARGETS}, got {target!r}. Received: target={target!r}")
-    return lce.convert_keras_model(inference_copy(model), target=target)
-
-
-def op_names(flatbuffer: bytes) -> list[str]:
-    """Operator names of the flatbuffer's main subgraph, in order (custom ops by their name)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = []
-    for op in model.subgraphs[0].operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if code.customCode:
-            names.append(code.customCode.decode())
-        else:
-            names.append(builtin[max(code.builtinCode, code.deprecatedBuiltinCode)])
-    return names
-
-
-def op_histogram(flatbuffer: bytes) -> dict[str, int]:
-    """How many times each operator occurs, most frequent first."""
-    return dict(collections.Counter(op_names(flatbuffer)).most_common())
-
-
-def run_flatbuffer(flatbuffer: bytes, x: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
-    """Run a converted model on LCE's interpreter (the fastest kernel on x86: indirect BGEMM)."""
-    interpreter = lce.testing.Interpreter(
-        flatbuffer, num_threads=num_threads, use_indirect_bgemm=True
-    )
-    return np.asarray(interpreter.predict(np.asarray(x, np.float32)))
+        raise ConversionError(
+            f"Expected `target` to be one of {TARGETS}, got {target!r}. Received: target={target!r}"
+        )
+    for name, value in (
+        ("inference_input_type", inference_input_type),
+        ("inference_output_type", inference_output_type),
+    ):
+        if value not in _IO_TYPES:
+            raise ConversionError(
+                f"Expected `{name}` to be one of {tuple(_IO_TYPES)}, got {value!r}. "
+                f"Received: {name}={value!r}"
+            )
+    copy = inference_copy(model)
+    try:
+        return lce.convert_keras_model(
+            copy,
+            target=target,
+            inference_input_type=_IO_TYPES[inference_input_type],
+            inference_output_type=_IO_TYPES[inference_output_type],
+        )
+    except Exception as error:  # the MLIR converter raises several unrelated types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConversionError(
+            f"Larq Compute Engine could not convert model '{model.name}': {first_line}. "
+            "Every layer must be expressible in TFLite builtin ops or LCE ops (no Python-side "
+            "Lambda code, no unsupported quantizers such as ternary ones)."
+        ) from error
 
 
 def save_tflite(flatbuffer: bytes, path: str | os.PathLike) -> Path:
-    """Write `flatbuffer` to `path` atomically; returns the path."""
+    """Write `flatbuffer` to `path` atomically (temp file + rename); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -114,3 +191,354 @@ def save_tflite(flatbuffer: bytes, path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and running flatbuffers
+
+
+def _schema_model(flatbuffer: bytes):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    return schema, schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+
+
+def _op_name(schema, model, op) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    if code.customCode:
+        return code.customCode.decode()
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return builtin[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+
+def op_names(flatbuffer: bytes) -> list[str]:
+    """Operator names of the flatbuffer's main subgraph, in order (custom ops by their name)."""
+    schema, model = _schema_model(flatbuffer)
+    return [_op_name(schema, model, op) for op in model.subgraphs[0].operators]
+
+
+def op_histogram(flatbuffer: bytes) -> dict[str, int]:
+    """How many times each operator occurs, most frequent first."""
+    return dict(collections.Counter(op_names(flatbuffer)).most_common())
+
+
+def _interpreter(flatbuffer: bytes, num_threads: int = 1):
+    # Indirect BGEMM is LCE's fastest binary-conv kernel on x86 (3-4x its default there).
+    return lce.testing.Interpreter(flatbuffer, num_threads=num_threads, use_indirect_bgemm=True)
+
+
+def run_flatbuffer(flatbuffer: bytes, x: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
+    """Run a converted (float-I/O) model on LCE's interpreter."""
+    return np.asarray(_interpreter(flatbuffer, num_threads).predict(np.asarray(x, np.float32)))
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+@dataclasses.dataclass
+class Verification:
+    """Keras vs the flatbuffer on LCE's interpreter, on the same inputs."""
+
+    samples: int
+    max_abs_diff: float
+    max_rel_diff: float  # max |diff| / max |Keras output|
+    top1_agreement: float
+    sign_inputs: int  # values entering binary activations (Keras, these inputs)
+    sign_ties: int  # ... of which exactly 0
+    rtol: float
+    min_agreement: float
+    passed: bool
+    explanation: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _count_sign_ties(model: tf.keras.Model, x: np.ndarray) -> tuple[int, int]:
+    """How many values entering binary activations are exactly 0 (ties of sign) on `x`."""
+    tensors = [layer.input for layer in _walk_layers(model) if _has_binary_input(layer)]
+    if not tensors:
+        return 0, 0
+    probe = tf.keras.Model(model.inputs, tensors)
+    values = probe(x, training=False)
+    values = values if isinstance(values, (list, tuple)) else [values]
+    total = sum(int(np.prod(v.shape)) for v in values)
+    zeros = sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in values)
+    return zeros, total
+
+
+def verify(
+    model: tf.keras.Model,
+    flatbuffer: bytes,
+    x: np.ndarray | None = None,
+    *,
+    samples: int = 8,
+    seed: int = 0,
+    rtol: float = 1e-3,
+    min_agreement: float = 0.99,
+) -> Verification:
+    """Run `flatbuffer` on LCE's interpreter and compare it with `model` on the same inputs.
+
+    Args:
+        model: the Keras model that was converted.
+        flatbuffer: its conversion (float32 input and output).
+        x: inputs; default `samples` standard-normal images of the model's input shape.
+        samples, seed: size and seed of the default inputs.
+        rtol: tolerance on max |difference| relative to max |Keras output|.
+        min_agreement: tolerance on the top-1 agreement (for outputs with more than one class).
+
+    Returns:
+        A :class:`Verification`; ``passed`` is False above tolerance, and ``explanation`` says
+        what differs and why when it can tell.
+    """
+    if x is None:
+        shape = tuple(model.inputs[0].shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"Expected `x` for a model with a variable input shape {shape}; pass input data."
+            )
+        x = np.random.default_rng(seed).standard_normal((samples, *shape)).astype(np.float32)
+    x = np.asarray(x, np.float32)
+    expected = np.asarray(model(x, training=False), np.float64)
+    actual = np.asarray(run_flatbuffer(flatbuffer, x), np.float64).reshape(expected.shape)
+    diff = np.abs(expected - actual)
+    scale = max(float(np.abs(expected).max()), 1e-12)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = max_abs / scale
+    if expected.ndim >= 2 and expected.shape[-1] > 1:
+        agreement = float(np.mean(expected.argmax(-1) == actual.argmax(-1)))
+    else:
+        agreement = 1.0
+    ties, total = _count_sign_ties(model, x)
+    passed = max_rel <= rtol and agreement >= min_agreement
+    if passed:
+        explanation = "The flatbuffer matches the Keras model within tolerance."
+    elif ties:
+        explanation = (
+            f"{ties} of {total} values entering binary activations ({ties / total:.2%}) are "
+            "exactly 0 on these inputs. Keras binarizes 0 to +1; LCE's optimized kernels may "
+            "not, and a single flipped sign changes every later layer. Exact zeros come from "
+            "untrained BatchNorm statistics or inputs that are exactly 0; verify with real data "
+            "and a trained (or calibrated) model."
+        )
+    else:
+        explanation = (
+            f"Outputs differ beyond tolerance (max relative difference {max_rel:.2e}, top-1 "
+            f"agreement {agreement:.1%}) with no exact zeros entering binary activations: this "
+            "is a conversion error, not a tie."
+        )
+    return Verification(
+        samples=len(x),
+        max_abs_diff=max_abs,
+        max_rel_diff=max_rel,
+        top1_agreement=agreement,
+        sign_inputs=total,
+        sign_ties=ties,
+        rtol=rtol,
+        min_agreement=min_agreement,
+        passed=passed,
+        explanation=explanation,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion report
+
+
+@dataclasses.dataclass
+class LayerConversion:
+    """What one quantized Keras layer became in the flatbuffer."""
+
+    name: str
+    keras_class: str
+    macs: int
+    ops: list[str]
+    binary: bool
+    note: str
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """Per quantized layer: the ops it became; totals: binary MACs, op histogram, sizes, time."""
+
+    model_name: str
+    target: str
+    layers: list[LayerConversion]
+    total_macs: int
+    op_histogram: dict[str, int]
+    flatbuffer_bytes: int
+    keras_float32_bytes: int
+    conversion_seconds: float | None = None
+    float_twin_flatbuffer_bytes: int | None = None
+    verification: Verification | None = None
+
+    @property
+    def binary_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers if layer.binary)
+
+    @property
+    def binary_mac_fraction(self) -> float:
+        return self.binary_macs / self.total_macs if self.total_macs else 0.0
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["binary_macs"] = self.binary_macs
+        out["binary_mac_fraction"] = self.binary_mac_fraction
+        out["size_ratio_vs_keras_float32"] = self.keras_float32_bytes / self.flatbuffer_bytes
+        if self.float_twin_flatbuffer_bytes:
+            out["size_ratio_vs_float_twin"] = self.float_twin_flatbuffer_bytes / self.flatbuffer_bytes
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def format_table(self) -> str:
+        """A plain-text table for terminals."""
+        width = max([len(layer.name) for layer in self.layers] + [5])
+        lines = [f"Conversion report: {self.model_name} (target {self.target})", ""]
+        lines.append(f"{'layer':{width}}  {'class':12}  {'MACs':>13}  {'binary':6}  ops / note")
+        for layer in self.layers:
+            ops = ", ".join(layer.ops) or "-"
+            lines.append(
+                f"{layer.name:{width}}  {layer.keras_class:12}  {layer.macs:13,d}  "
+                f"{'yes' if layer.binary else 'NO':6}  {ops}"
+                + (f" -- {layer.note}" if layer.note else "")
+            )
+        lines.append("")
+        lines.append(
+            f"MACs in binary ops: {self.binary_macs:,d} of {self.total_macs:,d} "
+            f"({self.binary_mac_fraction:.1%})"
+        )
+        lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in self.op_histogram.items()))
+        size = (
+            f"flatbuffer {self.flatbuffer_bytes / 2**20:.2f} MiB; Keras float32 weights "
+            f"{self.keras_float32_bytes / 2**20:.2f} MiB "
+            f"({self.keras_float32_bytes / self.flatbuffer_bytes:.1f}x smaller)"
+        )
+        if self.float_twin_flatbuffer_bytes:
+            size += (
+                f"; float twin flatbuffer {self.float_twin_flatbuffer_bytes / 2**20:.2f} MiB "
+                f"({self.float_twin_flatbuffer_bytes / self.flatbuffer_bytes:.1f}x smaller)"
+            )
+        lines.append(size)
+        if self.conversion_seconds is not None:
+            lines.append(f"conversion time: {self.conversion_seconds:.1f} s")
+        if self.verification is not None:
+            v = self.verification
+            lines.append(
+                f"verification ({v.samples} inputs, LCE interpreter): "
+                f"{'PASSED' if v.passed else 'FAILED'}; max |diff| {v.max_abs_diff:.3g} "
+                f"(relative {v.max_rel_diff:.2e}, tolerance {v.rtol:g}); top-1 agreement "
+                f"{v.top1_agreement:.1%}; sign inputs exactly 0: {v.sign_ties} of {v.sign_inputs}"
+            )
+            if not v.passed:
+                lines.append("  " + v.explanation)
+        return "\n".join(lines)
+
+
+def _tensor_layers(name: bytes) -> list[str]:
+    """Layer names mentioned in a (possibly fused, ';'-joined) TFLite tensor name."""
+    found = []
+    for part in name.decode(errors="replace").split(";"):
+        pieces = part.split("/")
+        if len(pieces) >= 2 and pieces[0] == _COPY_NAME:
+            found.append(pieces[1])
+    return found
+
+
+def _ops_by_layer(flatbuffer: bytes) -> dict[str, list[str]]:
+    """Map layer name -> TFLite ops attributed to it (by the tensor names LCE keeps)."""
+    schema, model = _schema_model(flatbuffer)
+    graph = model.subgraphs[0]
+    by_layer: dict[str, list[str]] = collections.defaultdict(list)
+    for op in graph.operators:
+        name = _op_name(schema, model, op)
+        if name in BINARY_OPS:
+            # A binary conv's output is often named after the BatchNorm fused into it; its
+            # input, the binarized activation, is named inside the conv layer's own scope.
+            owners = _tensor_layers(graph.tensors[op.inputs[0]].name)[:1]
+        else:
+            owners = [
+                layer for i in op.outputs for layer in _tensor_layers(graph.tensors[i].name)
+            ]
+        for layer in dict.fromkeys(owners):
+            by_layer[layer].append(name)
+    return by_layer
+
+
+def _layer_note(layer, ops: list[str], binary: bool) -> str:
+    if binary:
+        return ""
+    if not _has_binary_input(layer):
+        return (
+            "real-valued input: LCE has no op for real activations x binary weights, so it runs "
+            "as a float convolution with +-alpha weights (smaller when int8-quantized, not faster)"
+        )
+    if not ops:
+        return "no TFLite op could be attributed to this layer (it may have been folded away)"
+    return (
+        "binary input and kernel, but LCE kept a float op: its kernel was not a constant of "
+        "+-alpha per output channel, or the sign pattern was not recognised"
+    )
+
+
+def conversion_report(
+    model: tf.keras.Model,
+    flatbuffer: bytes,
+    *,
+    target: str = "arm",
+    conversion_seconds: float | None = None,
+    verification: Verification | None = None,
+    float_twin_flatbuffer_bytes: int | None = None,
+) -> ConversionReport:
+    """Build the :class:`ConversionReport` of `model` converted to `flatbuffer`."""
+    by_layer = _ops_by_layer(flatbuffer)
+    profile = {p.name: p for p in _layer_profiles(lq.models.ModelProfile(model))}
+    layers = []
+    total_macs = 0
+    for layer in _walk_layers(model):
+        macs = (profile[layer.name].op_count("mac") or 0) if layer.name in profile else 0
+        total_macs += macs
+        if not (_has_binary_kernel(layer) or _has_binary_input(layer)):
+            continue
+        ops = by_layer.get(layer.name, [])
+        binary = any(op in BINARY_OPS for op in ops)
+        layers.append(
+            LayerConversion(
+                name=layer.name,
+                keras_class=type(layer).__name__,
+                macs=macs,
+                ops=ops,
+                binary=binary,
+                note=_layer_note(layer, ops, binary),
+            )
+        )
+    keras_bytes = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    return ConversionReport(
+        model_name=model.name,
+        target=target,
+        layers=layers,
+        total_macs=total_macs,
+        op_histogram=op_histogram(flatbuffer),
+        flatbuffer_bytes=len(flatbuffer),
+        keras_float32_bytes=keras_bytes,
+        conversion_seconds=conversion_seconds,
+        float_twin_flatbuffer_bytes=float_twin_flatbuffer_bytes,
+        verification=verification,
+    )
+
+
+def _layer_profiles(profile) -> Iterator:
+    for p in profile.layer_profiles:
+        if hasattr(p, "layer_profiles"):
+            yield from _layer_profiles(p)
+        else:
+            yield p
+
+
+def timed_convert(model: tf.keras.Model, **kwargs) -> tuple[bytes, float]:
+    """:func:`convert`, and how long it took in seconds."""
+    start = time.perf_counter()
+    flatbuffer = convert(model, **kwargs)
+    return flatbuffer, time.perf_counter() - start
