@@ -1,0 +1,290 @@
+"""Command-line entry points (thin argparse layers over the library).
+
+``xnor-to-tflite`` (also ``python convert/to_tflite.py``): Keras model or zoo name -> verified
+``.tflite`` with LCE binary ops, and a conversion report.
+
+Exit codes: 0 success; 1 verification failed (nothing written); 2 usage or input error (nothing
+written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["to_tflite_main"]
+
+_EPILOG = """\
+examples:
+  # XNOR AlexNet from the zoo with trained weights, for a Raspberry Pi 4 (64-bit OS, aarch64):
+  python convert/to_tflite.py XNORAlexNet --weights runs/xnor_alexnet/weights.h5 -o xnor_alexnet.tflite
+
+  # a saved Keras model, with the report as JSON and a host latency measurement:
+  python convert/to_tflite.py my_model.keras -o my_model.tflite --report-json report.json --benchmark
+
+  # a CIFAR-sized ResNet for Android (arm64-v8a; run it with LCE's AAR / op resolver):
+  python convert/to_tflite.py XNORResNet18 --input-shape 32,32,3 --classes 10 -o resnet.tflite
+
+The .tflite contains LCE custom ops (LceBconv2d, LceQuantize, ...): run it with LCE's
+lce_benchmark_model or a TFLite interpreter that registers LCE's ops (see README, "Deploying").
+"""
+
+
+class _InputError(Exception):
+    """Bad input: reported in one line, exit code 2."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or any(v < 1 for v in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHT,WIDTH,CHANNELS as three positive integers (e.g. 224,224,3), got {text!r}"
+        )
+    return shape
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="to_tflite.py",
+        description="Convert an XNOR-Net / BWN Keras model to a TFLite flatbuffer with Larq Compute "
+        "Engine binary ops, verify it on LCE's interpreter against Keras, and report what each "
+        "layer became.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a zoo model name (e.g. XNORAlexNet; see --list-models) or the path of a saved "
+        "model (.keras, .h5 or a SavedModel directory)",
+    )
+    parser.add_argument("-o", "--output", type=Path, help="where to write the .tflite")
+    zoo = parser.add_argument_group("zoo models")
+    zoo.add_argument("--weights", type=Path, help="weights file to load into the zoo model")
+    zoo.add_argument("--input-shape", type=_parse_shape, help="HEIGHT,WIDTH,CHANNELS (default 224,224,3)")
+    zoo.add_argument("--classes", type=_positive_int, help="number of classes (default 1000)")
+    zoo.add_argument(
+        "--no-float-twin",
+        action="store_true",
+        help="do not convert the full-precision twin to report the size ratio",
+    )
+    conv = parser.add_argument_group("conversion")
+    conv.add_argument("--target", choices=("arm", "xcore"), default="arm", help="LCE target (default arm)")
+    check = parser.add_argument_group("verification (on by default)")
+    check.add_argument("--no-verify", action="store_true", help="skip the comparison with Keras")
+    check.add_argument("--verify-data", type=Path, help=".npy file of inputs to verify on (default: random)")
+    check.add_argument("--verify-samples", type=_positive_int, default=8, help="random inputs (default 8)")
+    check.add_argument("--rtol", type=float, default=1e-3, help="max |diff| / max |output| (default 1e-3)")
+    check.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement (default 0.99)")
+    out = parser.add_argument_group("reporting")
+    out.add_argument("--report-json", type=Path, help="write the conversion report as JSON here")
+    out.add_argument("--benchmark", action="store_true", help="measure host latency on LCE's interpreter")
+    out.add_argument("--benchmark-runs", type=_positive_int, default=20, help="timed runs (default 20)")
+    out.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--list-models", action="store_true", help="list the zoo models and exit")
+    return parser
+
+
+def _load_model(args):
+    import tensorflow as tf
+
+    from xnor_keras import zoo
+
+    zoo_only = [f for f in ("weights", "input_shape", "classes") if getattr(args, f) is not None]
+    if args.model in zoo.list_models():
+        kwargs = {}
+        if args.weights is not None:
+            if not args.weights.exists():
+                raise _InputError(f"--weights: no such file: {args.weights}")
+            kwargs["weights"] = str(args.weights)
+        if args.input_shape is not None:
+            kwargs["input_shape"] = args.input_shape
+        if args.classes is not None:
+            kwargs["classes"] = args.classes
+        try:
+            return zoo.get_model(args.model, **kwargs), args.model
+        except ValueError as error:
+            raise _InputError(str(error)) from None
+        except (OSError, tf.errors.OpError) as error:
+            raise _InputError(f"--weights: could not load {args.weights}: {_first_line(error)}") from None
+    path = Path(args.model)
+    if not path.exists():
+        raise _InputError(
+            f"MODEL {args.model!r} is neither a zoo model ({', '.join(zoo.list_models())}) nor an "
+            "existing path"
+        )
+    if zoo_only:
+        raise _InputError(
+            f"--{zoo_only[0].replace('_', '-')} applies only to zoo models; {args.model!r} is a path"
+        )
+    if path.is_dir() and not (path / "saved_model.pb").exists():
+        raise _InputError(f"{path} is a directory but not a SavedModel (no saved_model.pb inside)")
+    try:
+        model = tf.keras.models.load_model(path, compile=False)
+    except Exception as error:  # h5py, zipfile, protobuf and Keras all raise their own types
+        raise _InputError(f"could not load a Keras model from {path}: {_first_line(error)}") from None
+    if not isinstance(model, tf.keras.Model):
+        raise _InputError(f"{path} holds a {type(model).__name__}, not a Keras model")
+    return model, None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _float_twin_name(name: str) -> str | None:
+    from xnor_keras import zoo
+
+    for prefix in ("XNOR", "BWN"):
+        if name.startswith(prefix) and name[len(prefix):] in zoo.list_models():
+            return name[len(prefix):]
+    return None
+
+
+def _benchmark_ms(flatbuffer: bytes, shape, runs: int, threads: int) -> dict:
+    import numpy as np
+
+    from xnor_keras.convert import _interpreter
+
+    interpreter = _interpreter(flatbuffer, threads)
+    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    for _ in range(3):
+        interpreter.predict(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.predict(x)
+        times.append(1000 * (time.perf_counter() - start))
+    return {"median_ms": float(np.median(times)), "min_ms": min(times), "max_ms": max(times),
+            "runs": runs, "threads": threads}
+
+
+def to_tflite_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``xnor-to-tflite`` / ``convert/to_tflite.py``; returns the exit code."""
+    parser = _parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--list-models" in argv:
+        from xnor_keras import zoo
+
+        print("\n".join(zoo.list_models()))
+        return 0
+    args = parser.parse_args(argv)
+    if args.output is None:
+        parser.error("the following arguments are required: -o/--output")
+    if args.output.suffix != ".tflite":
+        parser.error(f"-o/--output: expected a path ending in .tflite, got {str(args.output)!r}")
+    if args.output.exists() and args.output.is_dir():
+        parser.error(f"-o/--output: {args.output} is a directory")
+    if not 0 < args.rtol:
+        parser.error(f"--rtol: expected a positive number, got {args.rtol}")
+    if not 0 <= args.min_agreement <= 1:
+        parser.error(f"--min-agreement: expected a number in [0, 1], got {args.min_agreement}")
+
+    import numpy as np
+
+    from xnor_keras import convert as xc
+    from xnor_keras import zoo
+
+    try:
+        verify_x = None
+        if args.verify_data is not None:
+            try:
+                verify_x = np.load(args.verify_data)
+            except Exception as error:
+                raise _InputError(f"--verify-data: could not read {args.verify_data}: {_first_line(error)}") from None
+        _log(f"[1/4] loading {args.model} ...")
+        start = time.perf_counter()
+        model, zoo_name = _load_model(args)
+        shape = tuple(model.inputs[0].shape[1:])
+        _log(f"      {model.name}: input {shape}, {model.count_params():,d} parameters "
+             f"({time.perf_counter() - start:.1f} s)")
+        if verify_x is not None and tuple(verify_x.shape[1:]) != shape:
+            raise _InputError(
+                f"--verify-data: expected arrays of shape (N, {', '.join(map(str, shape))}), "
+                f"got {verify_x.shape}"
+            )
+        _log(f"[2/4] converting with Larq Compute Engine (target {args.target}) ...")
+        try:
+            flatbuffer, seconds = xc.timed_convert(model, target=args.target)
+        except xc.ConversionError as error:
+            raise _InputError(str(error)) from None
+        _log(f"      {len(flatbuffer) / 2**20:.2f} MiB in {seconds:.1f} s")
+
+        twin_bytes = None
+        twin = _float_twin_name(zoo_name) if zoo_name and not args.no_float_twin else None
+        if twin:
+            _log(f"      converting the float twin {twin} for the size comparison ...")
+            kwargs = {k: v for k, v in (("input_shape", args.input_shape), ("classes", args.classes)) if v}
+            twin_bytes = len(xc.convert(zoo.get_model(twin, **kwargs)))
+
+        verification = None
+        if args.no_verify:
+            _log("[3/4] verification skipped (--no-verify)")
+        else:
+            n = len(verify_x) if verify_x is not None else args.verify_samples
+            _log(f"[3/4] verifying on LCE's interpreter against Keras ({n} inputs) ...")
+            verification = xc.verify(
+                model, flatbuffer, verify_x, samples=args.verify_samples,
+                rtol=args.rtol, min_agreement=args.min_agreement,
+            )
+        report = xc.conversion_report(
+            model, flatbuffer, target=args.target, conversion_seconds=seconds,
+            verification=verification, float_twin_flatbuffer_bytes=twin_bytes,
+        )
+        payload = report.to_dict()
+        if args.benchmark:
+            _log(f"      timing {args.benchmark_runs} runs at batch 1 ...")
+            payload["host_latency"] = _benchmark_ms(flatbuffer, shape, args.benchmark_runs, args.threads)
+
+        print(report.format_table())
+        if "host_latency" in payload:
+            lat = payload["host_latency"]
+            print(f"host latency (LCE interpreter, {lat['threads']} thread(s), batch 1): median "
+                  f"{lat['median_ms']:.2f} ms (min {lat['min_ms']:.2f}, max {lat['max_ms']:.2f}) over {lat['runs']} runs")
+        if verification is not None and not verification.passed:
+            _log(f"error: verification failed, {args.output} not written. {verification.explanation} "
+                 "Use --verify-data with real inputs, or --no-verify to write it anyway.")
+            return 1
+        _log(f"[4/4] writing {args.output}")
+        xc.save_tflite(flatbuffer, args.output)
+        if args.report_json is not None:
+            _write_json(payload, args.report_json)
+        return 0
+    except _InputError as error:
+        _log(f"error: {error}")
+        return 2
+
+
+def _write_json(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(to_tflite_main())
