@@ -101,6 +101,25 @@ class _ScaledBinaryMixin:
             else lq.constraints.WeightClip(clip_value),
         )
 
+    # Set by `xnor_keras.convert.inference_copy`: the kernel then holds sign(W) (+-1) and alpha
+    # is this constant, so LCE sees a constant binary filter followed by a per-channel scale.
+    _inference_alpha = None
+
+    def _unit_kernel_and_alpha(self, kernel):
+        """Split the quantized kernel alpha * sign(W) into (sign(W), alpha).
+
+        Convolving with the +-1 kernel and scaling afterwards makes the dot product exact: with
+        binary inputs it is an integer, so a tie gives exactly 0 and sign(0) = +1 as the paper
+        (and LCE's integer kernels) say. Convolving with +-alpha directly rounds such ties to
+        +-tiny, which flips about 1% of the next layer's signs at random.
+        """
+        if self._inference_alpha is not None:
+            return kernel, tf.cast(self._inference_alpha, kernel.dtype)
+        axes = list(range(kernel.shape.rank - 1))
+        alpha = tf.stop_gradient(tf.reduce_max(tf.math.abs(kernel), axis=axes))
+        safe_alpha = tf.where(alpha > 0, alpha, tf.ones_like(alpha))
+        return kernel / safe_alpha, safe_alpha
+
     def _scaled(self, inputs, compute):
         """Run `compute(inputs)` with bias and activation held back, times K, then them."""
         scale = self.input_quantizer.scale(inputs)
@@ -180,6 +199,10 @@ class _ScaledBinaryConv2D(_ScaledBinaryMixin, lq.layers.QuantConv2D):
             )
         super().build(input_shape)
 
+    def convolution_op(self, inputs, kernel):
+        unit_kernel, alpha = self._unit_kernel_and_alpha(kernel)
+        return super().convolution_op(inputs, unit_kernel) * alpha
+
     def call(self, inputs):
         if self.input_scaling is None:
             return super().call(inputs)
@@ -226,8 +249,9 @@ class _ScaledBinaryDense(_ScaledBinaryMixin, lq.layers.QuantDense):
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         with lq.context.quantized_scope(True):
-            kernel = tf.reshape(self.kernel, [1, 1, -1, self.units])
-        y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=1, padding="VALID")
+            kernel = tf.reshape(tf.cast(self.kernel, x.dtype), [1, 1, -1, self.units])
+        unit_kernel, alpha = self._unit_kernel_and_alpha(kernel)
+        y = tf.nn.conv2d(x, unit_kernel, strides=1, padding="VALID") * alpha
         if self.use_bias:
             y = tf.nn.bias_add(y, self.bias)
         if self.activation is not None:

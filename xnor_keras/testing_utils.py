@@ -180,3 +180,30 @@ def tflite_op_names(flatbuffer: bytes) -> list[str]:
     from xnor_keras.convert import op_names
 
     return op_names(flatbuffer)
+
+
+def calibrate_batchnorm(model, x) -> None:
+    """Set every BatchNorm's moving statistics to those of `x` (one forward pass, momentum 0).
+
+    Stands in for a trained model in conversion tests: the statistics come from real
+    activations, so (as after training) almost no value entering a sign is exactly 0 or exactly
+    on a threshold.
+    """
+    import tensorflow as tf
+
+    bns = [layer for layer in model.submodules if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        model(x, training=True)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+    # One batch's mean of alpha * (integer dot products) is alpha times a rational number, which
+    # can put a threshold exactly on an attainable value; after real training (moving averages
+    # while alpha changes) it practically never is. A tiny jitter restores that.
+    rng = np.random.default_rng(0)
+    for bn in bns:
+        std = np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)
+        bn.moving_mean.assign(np.asarray(bn.moving_mean) + 1e-3 * std * rng.standard_normal(std.shape))
