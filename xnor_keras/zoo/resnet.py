@@ -13,14 +13,14 @@ but its authors never released that code, so these are our choices, each stated 
   non-linearity), and a ReLU before a sign would make every activation +1 or 0.
 * **Shortcut type B** (as the paper trained): identity where shapes match, a projection
   1x1/2 conv -> BN where the stage downsamples. The projections stay full precision: they are
-  1% of the MACs (19.3 M of 1.82 G at 224x224) and carry all the information that crosses a
+  1% of the MACs (19.3 M of 1.81 G at 224x224) and carry all the information that crosses a
   stage boundary; ``binary_downsample`` is not offered until it is measured.
 * BatchNorm without affine parameters and Torch's momentum, as the original code's AlexNet.
 
 Layer names follow Keras applications: ``conv1``, ``conv2_block1_1_bn``, ``conv2_block1_1_conv``,
 ``conv2_block1_0_conv`` (projection), ``conv2_block1_add``, ..., ``post_bn``, ``avg_pool``,
 ``fc``, ``predictions``. The smallest input is 32x32 (CIFAR-sized: the last stage is then 1x1).
-At 224x224 with 1000 classes ResNet-18 has 1.82 G MACs.
+At 224x224 with 1000 classes ResNet-18 has 1.81 G MACs.
 """
 
 from __future__ import annotations
