@@ -5,6 +5,9 @@
 
 Exit codes: 0 success; 1 verification failed (nothing written); 2 usage or input error (nothing
 written).
+
+``xnor-train`` (also ``python zoo/train.py``): train a zoo model (or ``module:builder``) on a
+TFDS dataset with ``model.fit``; exit 2 on usage or input errors.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["to_tflite_main"]
+__all__ = ["to_tflite_main", "train_main"]
 
 _EPILOG = """\
 examples:
@@ -284,6 +287,153 @@ def _write_json(payload: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+_TRAIN_EPILOG = """\
+examples:
+  # the paper's XNOR AlexNet recipe on ImageNet (TFDS manual download of the ILSVRC2012 tars):
+  python zoo/train.py --model XNORAlexNet --dataset imagenet2012 --data-dir ~/tensorflow_datasets \\
+      --manual-dir ~/ilsvrc2012 --output runs/xnor_alexnet --recipe alexnet-paper
+
+  # CIFAR-10 with a CIFAR-sized XNOR ResNet-18 on all local GPUs, mixed precision:
+  python zoo/train.py --model XNORResNet18 --dataset cifar10 --output runs/r18_cifar \\
+      --epochs 100 --batch-size 256 --strategy mirrored --mixed-precision
+
+  # continue a run that was interrupted (same epoch, optimizer state):
+  python zoo/train.py --model XNORResNet18 --dataset cifar10 --output runs/r18_cifar --resume
+
+multi-worker: start the same command on every machine with --strategy multiworker and a TF_CONFIG
+describing the cluster, e.g. TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+"task": {"type": "worker", "index": 0}}'. --batch-size is the global batch (split over replicas).
+"""
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from xnor_keras.training import RECIPES, STRATEGIES
+
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train an XNOR-Net / BWN / float model on a tensorflow-datasets dataset with "
+        "model.fit: checkpoints every epoch, exact --resume, TensorBoard and CSV logs, a final "
+        "evaluation and a plot of the training curves in the output directory.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="zoo model (see --list-models) or package.module:builder")
+    parser.add_argument("--dataset", required=True, help="TFDS name: imagenet2012, cifar10, mnist, fashion_mnist, ...")
+    parser.add_argument("--output", required=True, type=Path, help="run directory")
+    parser.add_argument("--data-dir", type=Path, help="TFDS data directory (default: TFDS's)")
+    parser.add_argument("--manual-dir", type=Path, help="folder with manually downloaded archives (ImageNet)")
+    parser.add_argument("--no-download", action="store_true", help="never download; use prepared data only")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), help="preset schedule (default: the paper's for the family)")
+    parser.add_argument("--epochs", type=_positive_int)
+    parser.add_argument("--batch-size", type=_positive_int, help="global batch size")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), help="default: adam for XNOR, sgd otherwise")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--image-size", type=_positive_int, help="input side in pixels (default: 224 ImageNet-style, else native)")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--eval-split", help="default: validation, else test")
+    parser.add_argument("--steps-per-epoch", type=_positive_int)
+    parser.add_argument("--validation-steps", type=_positive_int)
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --output")
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default")
+    parser.add_argument("--cpu-replicas", type=_positive_int, help="split the CPU into N logical devices (testing)")
+    parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _default_recipe(model: str) -> str:
+    if model.endswith("AlexNet"):
+        return "alexnet-paper"
+    if model.endswith("ResNet18"):
+        return "resnet18-paper"
+    return "quick"
+
+
+def _check_model_name(name: str) -> None:
+    from xnor_keras import zoo
+
+    if ":" in name:
+        import importlib
+
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise _InputError(f"--model: cannot import {module_name!r}: {error}") from None
+        if not callable(getattr(module, attr, None)):
+            raise _InputError(f"--model: {module_name!r} has no builder named {attr!r}")
+    elif name not in zoo.list_models():
+        raise _InputError(
+            f"--model: unknown model {name!r}. Known models: {', '.join(zoo.list_models())} "
+            "(or give package.module:builder)"
+        )
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``xnor-train`` / ``zoo/train.py``; returns the exit code."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--list-models" in argv:
+        from xnor_keras import zoo
+
+        print("\n".join(zoo.list_models()))
+        return 0
+    args = _train_parser().parse_args(argv)
+    from xnor_keras import training
+
+    try:
+        _check_model_name(args.model)
+        for flag in ("data_dir", "manual_dir"):
+            path = getattr(args, flag)
+            if path is not None and not path.is_dir():
+                raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
+        recipe = training.RECIPES[args.recipe or _default_recipe(args.model)]
+        optimizer = args.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
+        learning_rate = args.learning_rate
+        if learning_rate is None:
+            learning_rate = recipe.learning_rate * (recipe.adam_lr_factor if optimizer == "adam" else 1.0)
+        config = training.TrainConfig(
+            model=args.model,
+            dataset=args.dataset,
+            output=str(args.output),
+            epochs=args.epochs or recipe.epochs,
+            batch_size=args.batch_size or recipe.batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            milestones=[list(m) for m in recipe.milestones],
+            weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
+            momentum=args.momentum,
+            data_dir=None if args.data_dir is None else str(args.data_dir),
+            manual_dir=None if args.manual_dir is None else str(args.manual_dir),
+            train_split=args.train_split,
+            eval_split=args.eval_split,
+            image_size=args.image_size,
+            steps_per_epoch=args.steps_per_epoch,
+            validation_steps=args.validation_steps,
+            mixed_precision=args.mixed_precision,
+            seed=args.seed,
+            recipe=recipe.name,
+            download=not args.no_download,
+        )
+        try:
+            strategy = training.make_strategy(args.strategy, cpu_replicas=args.cpu_replicas, tpu=args.tpu)
+            training.replica_batch_size(config.batch_size, strategy)
+        except ValueError as error:
+            raise _InputError(str(error)) from None
+        _log(f"recipe {recipe.name}: {recipe.description}")
+        try:
+            training.train(config, strategy, resume=args.resume, log=_log)
+        except ValueError as error:
+            raise _InputError(str(error)) from None
+        return 0
+    except _InputError as error:
+        _log(f"error: {error}")
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

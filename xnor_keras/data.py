@@ -1,0 +1,259 @@
+"""Input pipelines over tensorflow-datasets (TFDS), with the paper's ImageNet preprocessing.
+
+:func:`load_dataset` returns a batched, prefetched ``tf.data.Dataset`` of ``(image, label)`` for
+``imagenet2012`` (TFDS manual download), ``cifar10``, ``mnist``, ``fashion_mnist`` or any TFDS
+image-classification dataset by name.
+
+Preprocessing (all normalisation constants live in :data:`NORMALIZATION`):
+
+* ImageNet-style (``imagenet2012`` and any dataset whose images are larger than 64 px): as in the
+  paper, the shorter side is resized to 256; training takes a random 224x224 crop and a random
+  horizontal flip, evaluation the central 224x224 crop.
+* Small images (CIFAR, MNIST, ...): training pads by 4 pixels, takes a random crop of the
+  original size and (for non-digit datasets) a random horizontal flip; evaluation uses the image
+  as is. ``image_size`` resizes both (e.g. MNIST's 28x28 to ResNet's minimum 32x32).
+
+Then ``(x / 255 - mean) / std`` per channel. Random augmentation is keyed by ``(seed, example
+index)`` with stateless ops, so a pipeline with a seed yields the same batches every time, even
+with parallel ``map``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+__all__ = [
+    "DatasetInfo",
+    "NORMALIZATION",
+    "dataset_info",
+    "load_dataset",
+    "normalize",
+    "preprocess_imagenet",
+    "preprocess_small",
+]
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+NORMALIZATION = {
+    # mean and std per channel of images scaled to [0, 1]
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+"""Per-dataset (mean, std); other datasets use ImageNet's (or 0.5 / 0.5 for grayscale)."""
+
+_NO_FLIP = ("mnist", "fashion_mnist", "emnist", "kmnist", "svhn_cropped")
+IMAGENET_RESIZE = 256
+IMAGENET_CROP = 224
+
+
+class DatasetInfo:
+    """What a pipeline needs to know about a dataset: classes, channels, splits, image size."""
+
+    def __init__(self, name: str, num_classes: int, channels: int, splits: Sequence[str], image_size):
+        self.name = name
+        self.num_classes = num_classes
+        self.channels = channels
+        self.splits = tuple(splits)
+        self.image_size = image_size  # (h, w) or None when images vary in size
+
+    @property
+    def imagenet_style(self) -> bool:
+        return self.name == "imagenet2012" or self.image_size is None or max(self.image_size) > 64
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetInfo({self.name!r}, classes={self.num_classes}, channels={self.channels}, "
+            f"splits={self.splits}, image_size={self.image_size})"
+        )
+
+
+def _builder(name: str, data_dir: str | os.PathLike | None):
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Expected `dataset` to be a TFDS dataset name. Received: dataset={name!r}")
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise ValueError(
+            f"Expected `data_dir` to be an existing directory (where TFDS datasets are stored). "
+            f"Received: data_dir={os.fspath(data_dir)!r}"
+        )
+    try:
+        return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(
+            f"Unknown TFDS dataset {name!r}; pass a name from `tfds.list_builders()` such as "
+            f"imagenet2012, cifar10, mnist, fashion_mnist. Received: dataset={name!r}"
+        ) from error
+
+
+def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
+    """Classes, channels, splits and image size of a TFDS image-classification dataset."""
+    info = _builder(name, data_dir).info
+    image_key, label_key = _keys(info.features, name)
+    shape = info.features[image_key].shape
+    return DatasetInfo(
+        name,
+        num_classes=info.features[label_key].num_classes,
+        channels=shape[-1] or 3,
+        splits=list(info.splits.keys()),
+        image_size=None if None in shape[:2] else tuple(shape[:2]),
+    )
+
+
+def _keys(features, name: str) -> tuple[str, str]:
+    image = "image" if "image" in features else None
+    label = "label" if "label" in features else None
+    if image is None or label is None:
+        raise ValueError(
+            f"Dataset {name!r} is not an image-classification dataset with 'image' and 'label' "
+            f"features (it has {sorted(features.keys())})."
+        )
+    return image, label
+
+
+def normalize(image: tf.Tensor, dataset: str) -> tf.Tensor:
+    """Scale a uint8 image to [0, 1] and normalise with the dataset's mean and std."""
+    channels = image.shape[-1]
+    mean, std = NORMALIZATION.get(
+        dataset, NORMALIZATION["imagenet2012"] if channels == 3 else ((0.5,) * channels, (0.5,) * channels)
+    )
+    image = tf.cast(image, tf.float32) / 255.0
+    return (image - tf.constant(mean[:channels])) / tf.constant(std[:channels])
+
+
+def _resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = size / tf.reduce_min(shape)
+    new = tf.cast(tf.math.round(shape * scale), tf.int32)
+    return tf.image.resize(image, new, method="bilinear", antialias=True)
+
+
+def preprocess_imagenet(
+    image: tf.Tensor, training: bool, seed: tf.Tensor | None = None, crop: int = IMAGENET_CROP
+) -> tf.Tensor:
+    """Paper's preprocessing: shorter side to 256 (scaled with `crop`), random or central crop.
+
+    Returns a float image in [0, 255] (normalise afterwards).
+    """
+    resize = round(crop * IMAGENET_RESIZE / IMAGENET_CROP)
+    image = _resize_shorter_side(image, resize)
+    if training:
+        image = tf.image.stateless_random_crop(image, (crop, crop, tf.shape(image)[-1]), seed=seed)
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    else:
+        shape = tf.shape(image)
+        top = (shape[0] - crop) // 2
+        left = (shape[1] - crop) // 2
+        image = image[top : top + crop, left : left + crop, :]
+    return image
+
+
+def preprocess_small(
+    image: tf.Tensor, training: bool, seed: tf.Tensor | None = None, flip: bool = True, pad: int = 4
+) -> tf.Tensor:
+    """CIFAR-style: random crop after `pad`-pixel padding (+ horizontal flip) for training."""
+    image = tf.cast(image, tf.float32)
+    if training:
+        shape = tf.shape(image)
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        image = tf.image.stateless_random_crop(padded, shape, seed=seed)
+        if flip:
+            image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+    return image
+
+
+def load_dataset(
+    dataset: str,
+    split: str,
+    *,
+    batch_size: int,
+    training: bool,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    seed: int | None = None,
+    cache: bool = False,
+    shuffle_buffer: int = 10_000,
+    download: bool = True,
+    manual_dir: str | os.PathLike | None = None,
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
+    """A batched ``(image, label)`` pipeline over a TFDS dataset.
+
+    Args:
+        dataset: TFDS name (``imagenet2012``, ``cifar10``, ``mnist``, ``fashion_mnist``, ...).
+        split: TFDS split expression (``"train"``, ``"validation"``, ``"test"``, ``"train[:90%]"``).
+        batch_size: global batch size.
+        training: shuffle, augment and drop the last partial batch (unless `drop_remainder`).
+        data_dir: where TFDS keeps prepared datasets (default: TFDS's own, ~/tensorflow_datasets).
+        image_size: output side in pixels (default 224 for ImageNet-style data, else native).
+        seed: makes shuffling and augmentation deterministic.
+        cache: cache decoded examples in memory (small datasets).
+        shuffle_buffer: shuffle buffer size (examples).
+        download: let TFDS download and prepare the data if missing (needs network).
+        manual_dir: folder holding manually downloaded archives (ImageNet's ILSVRC2012 tars).
+        drop_remainder: override the batching default (True when training).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(float32 NHWC images, int64 labels)``, prefetched.
+
+    Raises:
+        ValueError: unknown dataset, missing data directory or data, bad arguments.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}")
+    builder = _builder(dataset, data_dir)
+    image_key, label_key = _keys(builder.info.features, dataset)
+    download_config = None
+    if manual_dir is not None:
+        if not os.path.isdir(manual_dir):
+            raise ValueError(f"Expected `manual_dir` to be an existing directory. Received: manual_dir={os.fspath(manual_dir)!r}")
+        download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+    try:
+        if download:
+            builder.download_and_prepare(download_config=download_config)
+        ds = builder.as_dataset(split=split, shuffle_files=training, read_config=tfds.ReadConfig(shuffle_seed=seed))
+    except (AssertionError, FileNotFoundError, OSError, ValueError, tf.errors.OpError) as error:
+        hint = (
+            " ImageNet must be downloaded by hand: put ILSVRC2012_img_train.tar and "
+            "ILSVRC2012_img_val.tar in a folder and pass it as `manual_dir`."
+            if dataset == "imagenet2012"
+            else " Without network access, prepare it elsewhere and copy the TFDS data directory."
+        )
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"Could not load split {split!r} of {dataset!r} from {builder.data_dir}: {first}.{hint}"
+        ) from error
+
+    shape = builder.info.features[image_key].shape
+    imagenet_style = dataset == "imagenet2012" or None in shape[:2] or max(shape[:2]) > 64
+    flip = dataset not in _NO_FLIP
+    crop = image_size or (IMAGENET_CROP if imagenet_style else None)
+
+    ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    def prepare(index, example):
+        image, label = example
+        # Stateless ops keyed by (seed, position): crop uses it, flip the next key.
+        example_seed = tf.cast(tf.stack([tf.constant(seed or 0, tf.int64), 2 * index]), tf.int32)
+        if imagenet_style:
+            image = preprocess_imagenet(image, training, example_seed, crop=crop)
+        else:
+            image = preprocess_small(image, training, example_seed, flip=flip)
+            if crop is not None:
+                image = tf.image.resize(image, (crop, crop), method="bilinear")
+        return normalize(image, dataset), tf.cast(label, tf.int64)
+
+    ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE, deterministic=seed is not None or None)
+    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    options = tf.data.Options()
+    options.deterministic = seed is not None
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(AUTOTUNE)
