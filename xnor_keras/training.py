@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -299,6 +300,10 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         manual_dir=config.manual_dir,
     )
     train_ds = data.load_dataset(config.dataset, config.train_split, training=True, **common)
+    if config.steps_per_epoch:
+        # Keras keeps one iterator across epochs when steps_per_epoch is set: without repeat()
+        # a finite dataset runs out and training stops early.
+        train_ds = train_ds.repeat()
     eval_ds = data.load_dataset(config.dataset, eval_split, training=False, **common)
     input_shape = tuple(train_ds.element_spec[0].shape[1:])
 
@@ -352,8 +357,12 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     results["train_seconds"] = time.perf_counter() - start
     results["epochs"] = config.epochs
     log("final evaluation on " + eval_split + ": " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    # Saving is collective under multi-worker strategies: every worker saves, non-chief ones to
+    # their own temporary directory.
+    model.save(work / "model.keras")
     if chief:
-        model.save(output / "model.keras")
         plot_history(output / "history.csv", output / "training_curves.png")
         (output / "metrics.json").write_text(json.dumps(results, indent=2))
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return results

@@ -1,0 +1,222 @@
+"""Training: recipes, the training CLI end to end on mock data, exact resume, distribution.
+
+Subprocess runs go through tests/_mock_cli.py, which wraps the real CLI in TFDS mock data. The
+model is the demo's small net (`xnor_keras.demo:digits_net`), loaded by import path as a user's
+own builder would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from xnor_keras import training
+from xnor_keras.cli import train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "xnor_keras.demo:digits_net"
+SMALL = ["--model", MODEL, "--dataset", "cifar10", "--batch-size", "8", "--validation-steps", "2"]
+
+
+def _env():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _cli(*args, examples=48, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "_mock_cli.py"), str(examples), *args],
+        cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _epochs(run: Path) -> list[int]:
+    rows = (run / "history.csv").read_text().strip().splitlines()[1:]
+    return [int(row.split(",")[0]) for row in rows]
+
+
+# ---- recipes --------------------------------------------------------------------------------
+
+
+def test_step_schedule_matches_paper_alexnet_recipe():
+    recipe = training.RECIPES["alexnet-paper"]
+    schedule = training.step_schedule(recipe.learning_rate, recipe.milestones)
+    expected = [0.1] * 4 + [1e-3] * 4 + [1e-5] * 4 + [1e-7] * 4  # x0.01 every 4 epochs
+    np.testing.assert_allclose([schedule(e) for e in range(recipe.epochs)], expected, rtol=1e-12)
+    assert (recipe.epochs, recipe.batch_size) == (16, 512)
+
+
+def test_original_code_schedule_values():
+    recipe = training.RECIPES["alexnet-original-code"]
+    schedule = training.step_schedule(recipe.learning_rate, recipe.milestones)
+    got = {epoch: schedule(epoch) for epoch in (0, 18, 19, 29, 30, 44, 53, 54)}
+    assert got == pytest.approx({0: 1e-2, 18: 1e-2, 19: 5e-3, 29: 5e-3, 30: 1e-3, 44: 5e-4, 53: 1e-4, 54: 1e-4})
+
+
+def test_resnet_recipe():
+    recipe = training.RECIPES["resnet18-paper"]
+    schedule = training.step_schedule(recipe.learning_rate, recipe.milestones)
+    assert (recipe.epochs, recipe.batch_size) == (58, 256)
+    assert [schedule(e) for e in (29, 30, 39, 40)] == pytest.approx([0.1, 1e-3, 1e-3, 1e-5])
+
+
+def test_replica_batch_size_must_divide():
+    strategy = tf.distribute.get_strategy()
+    assert training.replica_batch_size(8, strategy) == 8
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    assert training.replica_batch_size(8, TwoReplicas()) == 4
+    with pytest.raises(ValueError, match="divisible by the 2 replicas.*batch_size=7"):
+        training.replica_batch_size(7, TwoReplicas())
+
+
+def test_make_optimizer_rejects_unknown():
+    with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+        training.make_optimizer("rmsprop", 0.1)
+
+
+# ---- the CLI, in process --------------------------------------------------------------------
+
+
+def test_one_short_epoch_through_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=48):
+        code = train_main([*SMALL, "--output", str(run), "--epochs", "1", "--steps-per-epoch", "3"])
+    assert code == 0
+    for name in ("config.json", "history.csv", "metrics.json", "model.keras", "training_curves.png",
+                 "checkpoints/last.weights.h5", "checkpoints/best.weights.h5"):
+        assert (run / name).exists(), name
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["epochs"] == 1
+    assert _epochs(run) == [0]
+    reloaded = tf.keras.models.load_model(run / "model.keras")
+    assert reloaded.output_shape == (None, 10)
+    assert "recipe quick" in capsys.readouterr().err
+
+
+def test_existing_run_needs_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": MODEL, "dataset": "cifar10", "image_size": None}))
+    with tfds.testing.mock_data(num_examples=16):
+        code = train_main([*SMALL, "--output", str(run), "--epochs", "1"])
+    assert code == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "NoSuchNet", "--dataset", "cifar10"], "unknown model 'NoSuchNet'. Known models: AlexNet"),
+        (["--model", MODEL, "--dataset", "no_such_dataset"], "dataset='no_such_dataset'"),
+        (["--model", MODEL, "--dataset", "cifar10", "--data-dir", "/no/such/dir"], "no such directory: /no/such/dir"),
+        (["--model", "no_such_module:net", "--dataset", "cifar10"], "cannot import 'no_such_module'"),
+    ],
+    ids=["model", "dataset", "data-dir", "module"],
+)
+def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
+    code = train_main([*args, "--output", str(tmp_path / "run"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# ---- subprocesses: kill and resume, distribution ----------------------------------------------
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    run = tmp_path / "run"
+    epochs, steps = 8, 6
+    args = [*SMALL, "--output", str(run), "--epochs", str(epochs), "--steps-per-epoch", str(steps)]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "_mock_cli.py"), "64", *args],
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # wait for two finished epochs, then kill mid-training
+            if (run / "history.csv").exists() and len(_epochs(run)) >= 2:
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = len(_epochs(run))
+    assert not (run / "metrics.json").exists() and 2 <= killed_at < epochs
+
+    result = _cli(*args, "--resume", examples=64)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Epoch 1/{epochs}" not in result.stdout  # it did not start over
+    logged = _epochs(run)
+    assert set(logged) == set(range(epochs)) and logged[-1] == epochs - 1
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == epochs
+    # No lost progress: the optimizer state came back, so every step of every epoch counted.
+    model = tf.keras.models.load_model(run / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == epochs * steps
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    result = _cli(*SMALL, "--output", str(tmp_path / "run"), "--epochs", "1", "--steps-per-epoch", "2",
+                  "--strategy", "mirrored", "--cpu-replicas", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 8 over 2 replica(s)" in result.stderr
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_batch_not_divisible_by_replicas_exits_2(tmp_path):
+    result = _cli(*SMALL[:-4], "--batch-size", "7", "--output", str(tmp_path / "run"), "--epochs", "1",
+                  "--strategy", "mirrored", "--cpu-replicas", "2")
+    assert result.returncode == 2
+    assert "divisible by the 2 replicas" in result.stderr and "batch_size=7" in result.stderr
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multiworker_with_two_local_workers(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    run = tmp_path / "run"
+    args = [*SMALL, "--output", str(run), "--epochs", "1", "--steps-per-epoch", "2", "--strategy", "multiworker"]
+    procs = []
+    for index in range(2):
+        env = {**_env(), "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "_mock_cli.py"), "48", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=300))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+        assert "global batch 8 over 2 replica(s)" in err
+    assert (run / "metrics.json").exists()  # written by the chief (worker 0) only
