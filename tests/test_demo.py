@@ -24,7 +24,8 @@ def test_demo_quick_run_converts_and_verifies(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "digits_xnor.tflite").stat().st_size > 0
     assert "top-1 agreement with Keras" in out
-    assert "'LceBconv2d': 3" in out
+    assert "LceBconv2d x3" in out
+    assert "verification on LCE's interpreter" in out
 
 
 def test_demo_rejects_bad_epochs(capsys):
