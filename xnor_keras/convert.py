@@ -50,6 +50,8 @@ __all__ = [
 
 TARGETS = ("arm", "xcore")
 BINARY_OPS = ("LceBconv2d",)
+# The custom ops LCE 0.16 registers; any other custom op in a flatbuffer has no kernel anywhere.
+LCE_OPS = ("LceBconv2d", "LceBMaxPool2d", "LceDequantize", "LceQuantize")
 _IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
 # Short name given to the inference copy: LCE keeps only 50 characters of each tensor name, and
 # the report finds layers by name, so the model-name prefix should not eat them.
@@ -201,8 +203,9 @@ def _center_sign_thresholds(model: tf.keras.Model) -> int:
     for bn in model.layers:
         if not isinstance(bn, tf.keras.layers.BatchNormalization) or len(bn.inbound_nodes) != 1:
             continue
-        if bn.axis not in ([-1], [3], -1, 3):
-            continue
+        rank = len(bn.input_shape)
+        if list(np.atleast_1d(bn.axis) % rank) != [rank - 1]:
+            continue  # statistics per channel (last axis) only
         producer = _single_inbound_layer(bn)
         if isinstance(producer, tf.keras.layers.MaxPooling2D):
             producer = _single_inbound_layer(producer)
@@ -272,7 +275,7 @@ def convert(
     copy = inference_copy(model)
     _center_sign_thresholds(copy)
     try:
-        return lce.convert_keras_model(
+        flatbuffer = lce.convert_keras_model(
             copy,
             target=target,
             inference_input_type=_IO_TYPES[inference_input_type],
@@ -283,8 +286,39 @@ def convert(
         raise ConversionError(
             f"Larq Compute Engine could not convert model '{model.name}': {first_line}. "
             "Every layer must be expressible in TFLite builtin ops or LCE ops (no Python-side "
-            "Lambda code, no unsupported quantizers such as ternary ones)."
+            "Lambda code)."
         ) from error
+    # LCE does not fail on TF ops that TFLite lacks (tf.py_function, float64 MatMul, ...): it
+    # emits them as custom ops that no runtime implements, so the flatbuffer could never run.
+    unknown = _unknown_custom_ops(flatbuffer)
+    if unknown:
+        raise ConversionError(
+            f"Larq Compute Engine could not convert model '{model.name}': "
+            f"{', '.join(unknown)} "
+            + ("is neither a TFLite builtin op nor an LCE op" if len(unknown) == 1
+               else "are neither TFLite builtin ops nor LCE ops")
+            + ", so no TFLite runtime could run the result. Every layer must be "
+            "expressible in TFLite builtin ops or LCE ops (no Python-side Lambda code such as "
+            "tf.py_function, no float64 arithmetic)."
+        )
+    return flatbuffer
+
+
+def _unknown_custom_ops(flatbuffer: bytes) -> list[str]:
+    """Custom ops of `flatbuffer` that LCE does not implement, with their layers where known."""
+    schema, model = _schema_model(flatbuffer)
+    custom = {
+        code.customCode.decode() for code in model.operatorCodes if code.customCode
+    } - set(LCE_OPS)
+    by_op: dict[str, list[str]] = {name: [] for name in sorted(custom)}
+    for layer, ops in _ops_by_layer(flatbuffer).items():
+        for name in dict.fromkeys(ops):
+            if name in by_op:
+                by_op[name].append(layer)
+    return [
+        name + (f" (layer {', '.join(repr(layer) for layer in layers)})" if layers else "")
+        for name, layers in by_op.items()
+    ]
 
 
 def save_tflite(flatbuffer: bytes, path: str | os.PathLike) -> Path:
@@ -630,6 +664,12 @@ def _layer_note(layer, ops: list[str], binary: bool) -> str:
         return (
             "real-valued input: LCE has no op for real activations x binary weights, so it runs "
             "as a float convolution with +-alpha weights (smaller when int8-quantized, not faster)"
+        )
+    if _lce_misreads_zero_padding(layer):
+        return (
+            "kept as a float convolution on purpose: its input map is smaller than the kernel, "
+            "where LCE 0.16's optimized binary kernels get zero padding wrong (pad_values=1 "
+            "keeps it binary)"
         )
     if not ops:
         return "no TFLite op could be attributed to this layer (it may have been folded away)"

@@ -1,0 +1,286 @@
+"""The ``to_tflite`` command line: zoo names and saved models in, verified ``.tflite`` out.
+
+Exit codes are the contract: 0 written, 1 verification failed, 2 usage or input error; on 1 and 2
+nothing is written (no ``.tflite``, no report, no temp files). Most runs call
+:func:`xnor_keras.cli.to_tflite_main` in-process; one runs ``convert/to_tflite.py`` as a script.
+The saved models are built once per module (small, BN-calibrated, 8x8x32 input).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from xnor_keras import convert, zoo
+from xnor_keras import layers as xl
+from xnor_keras.cli import to_tflite_main
+from xnor_keras.testing_utils import calibrate_batchnorm
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+
+REPO = Path(__file__).resolve().parents[1]
+L = tf.keras.layers
+
+
+def _small_model() -> tf.keras.Model:
+    inputs = tf.keras.Input((8, 8, 32), name="image")
+    x = xl.XNORConv2D(32, 3, padding="same", name="xconv1")(inputs)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = xl.XNORConv2D(32, 3, padding="same", pad_values=1.0, name="xconv2")(x)
+    x = L.BatchNormalization(name="bn2")(x)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = xl.XNORDense(32, name="xdense")(x)
+    x = L.BatchNormalization(name="bn3")(x)
+    outputs = L.Dense(10, activation="softmax", name="predictions")(x)
+    return tf.keras.Model(inputs, outputs, name="small_xnor")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """One small calibrated model in every format, plus broken and mixed-precision files."""
+    root = tmp_path_factory.mktemp("models")
+    tf.keras.utils.set_random_seed(0)
+    model = _small_model()
+    calibrate_batchnorm(model, np.random.default_rng(1).standard_normal((32, 8, 8, 32)).astype(np.float32))
+    paths = types.SimpleNamespace(root=root, model=model)
+    paths.keras = root / "small.keras"
+    paths.h5 = root / "small.h5"
+    paths.savedmodel = root / "small_savedmodel"
+    model.save(paths.keras)
+    model.save(paths.h5)
+    model.save(paths.savedmodel, save_format="tf")
+
+    paths.junk_h5 = root / "foo.h5"
+    paths.junk_h5.write_text("this is not an HDF5 file\n")
+    paths.truncated_keras = root / "truncated.keras"
+    paths.truncated_keras.write_bytes(paths.keras.read_bytes()[:100])
+    paths.truncated_h5 = root / "truncated.h5"
+    paths.truncated_h5.write_bytes(paths.h5.read_bytes()[:100])
+    paths.not_savedmodel = root / "empty_dir"
+    paths.not_savedmodel.mkdir()
+    np.save(root / "x_bad.npy", np.zeros((2, 4, 4, 3), np.float32))  # wrong shape for --verify-data
+
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = tf.keras.Input((8, 8, 32))
+        outputs = L.BatchNormalization(name="bn")(xl.XNORConv2D(32, 3, name="xconv")(inputs))
+        mixed = tf.keras.Model(inputs, outputs)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    paths.mixed = root / "mixed.keras"
+    mixed.save(paths.mixed)
+    return paths
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr); argparse exits count as codes."""
+    try:
+        code = to_tflite_main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+# --------------------------------------------------------------------------------------------
+# Saved models
+
+
+def test_saved_keras_model_converts_with_report_and_benchmark(saved, tmp_path, capsys):
+    out = tmp_path / "out" / "small.tflite"
+    report = tmp_path / "out" / "report.json"
+    code, stdout, stderr = run(
+        [saved.keras, "-o", out, "--report-json", report, "--benchmark", "--benchmark-runs", "3"],
+        capsys,
+    )
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.json", "small.tflite"]
+    flatbuffer = out.read_bytes()
+    assert convert.op_histogram(flatbuffer)["LceBconv2d"] == 3
+
+    data = json.loads(report.read_text())
+    assert [layer["name"] for layer in data["layers"]] == ["xconv1", "xconv2", "xdense"]
+    assert all(layer["binary"] for layer in data["layers"])
+    assert data["op_histogram"] == convert.op_histogram(flatbuffer)
+    assert data["flatbuffer_bytes"] == len(flatbuffer)
+    assert data["verification"]["passed"] is True
+    assert data["verification"]["max_rel_diff"] <= 1e-3
+    assert data["host_latency"]["runs"] == 3 and data["host_latency"]["median_ms"] > 0
+
+    assert "host latency (LCE interpreter, 1 thread(s), batch 1)" in stdout
+    assert "Conversion report: small_xnor" in stdout and "PASSED" in stdout
+    assert "[4/4] writing" in stderr and not _error_lines(stderr)
+
+    x = np.random.default_rng(5).standard_normal((4, 8, 8, 32)).astype(np.float32)
+    np.testing.assert_allclose(
+        convert.run_flatbuffer(flatbuffer, x), saved.model(x).numpy(), rtol=0, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "fmt, options, inputs",
+    [("h5", ["--verify-data", "x.npy"], 3), ("savedmodel", ["--verify-samples", "4"], 4)],
+)
+def test_h5_and_savedmodel_load(saved, tmp_path, capsys, fmt, options, inputs):
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).standard_normal((3, 8, 8, 32)).astype(np.float32))
+    options = [tmp_path / o if o.endswith(".npy") else o for o in options]
+    out = tmp_path / "small.tflite"
+    code, stdout, stderr = run([getattr(saved, fmt), "-o", out, *options], capsys)
+    assert code == 0, stderr
+    assert "LceBconv2d x3" in stdout
+    assert f"verification ({inputs} inputs, LCE interpreter): PASSED" in stdout
+    assert convert.op_histogram(out.read_bytes())["LceBconv2d"] == 3
+
+
+def test_script_runs_as_a_subprocess(saved, tmp_path):
+    out = tmp_path / "script.tflite"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_USE_LEGACY_KERAS", None)  # the script must set up Keras 2 by itself
+    result = subprocess.run(
+        [sys.executable, str(REPO / "convert" / "to_tflite.py"), str(saved.keras), "-o", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LceBconv2d" in convert.op_histogram(out.read_bytes())
+    assert "Conversion report: small_xnor" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Zoo models
+
+
+ZOO_RESNET = ["XNORResNet18", "--input-shape", "32,32,3", "--classes", "10"]
+
+
+def test_untrained_zoo_resnet_fails_verification_and_writes_nothing(tmp_path, capsys):
+    # Untrained BatchNorm statistics + zero padding: exact sign ties LCE resolves at random.
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, stdout, stderr = run(
+        [*ZOO_RESNET, "--no-float-twin", "-o", out_dir / "r.tflite", "--report-json", out_dir / "r.json"],
+        capsys,
+    )
+    assert code == 1
+    assert list(out_dir.iterdir()) == []
+    (line,) = _error_lines(stderr)
+    assert "verification failed" in line and "not written" in line
+    assert "conv2_block1_1_conv" in line and "--no-verify" in line
+    assert "FAILED" in stdout  # the report is still printed
+
+
+def test_untrained_zoo_resnet_with_no_verify_is_written_with_float_twin_size(tmp_path, capsys):
+    out = tmp_path / "r.tflite"
+    report = tmp_path / "r.json"
+    code, stdout, stderr = run([*ZOO_RESNET, "-o", out, "--no-verify", "--report-json", report], capsys)
+    assert code == 0, stderr
+    assert "verification skipped" in stderr and "float twin ResNet18" in stderr
+    data = json.loads(report.read_text())
+    assert data["model_name"] == "xnor_resnet18" and data["verification"] is None
+    assert len(data["layers"]) == 16
+    assert data["float_twin_flatbuffer_bytes"] > 0
+    assert data["size_ratio_vs_float_twin"] == pytest.approx(
+        data["float_twin_flatbuffer_bytes"] / data["flatbuffer_bytes"]
+    )
+    assert convert.op_histogram(out.read_bytes())["LceBconv2d"] == data["op_histogram"]["LceBconv2d"]
+
+
+def test_help_names_the_deployment_targets(capsys):
+    code, stdout, _ = run(["--help"], capsys)
+    assert code == 0
+    assert "Raspberry Pi" in stdout and "Android" in stdout
+    assert "--report-json" in stdout and "--list-models" in stdout
+
+
+def test_list_models_prints_the_registry(capsys):
+    code, stdout, _ = run(["--list-models"], capsys)
+    assert code == 0
+    assert stdout.split() == zoo.list_models()
+    assert "XNORAlexNet" in stdout.split()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: exit 2, one error line naming the problem, nothing written
+
+
+_ZOO_NAMES = re.escape(", ".join(zoo.list_models()))
+
+# argv (before -o), and a pattern the one error line must match. "@name" is the path `saved.name`;
+# "@name/file" a file inside it.
+BAD_INPUTS = [
+    pytest.param(["@root/nope.keras"], "neither a zoo model .* nor an existing path", id="no_such_path"),
+    pytest.param(["@junk_h5"], "could not load a Keras model from .*foo.h5", id="junk_h5"),
+    pytest.param(["@truncated_keras"], "could not load a Keras model from .*truncated.keras", id="cut_keras"),
+    pytest.param(["@truncated_h5"], "could not load a Keras model from .*truncated.h5", id="cut_h5"),
+    pytest.param(["@not_savedmodel"], "is a directory but not a SavedModel", id="dir_not_savedmodel"),
+    pytest.param(["XNORVGG16"], f"'XNORVGG16' is neither a zoo model \\({_ZOO_NAMES}\\)", id="unknown_zoo"),
+    pytest.param(["XNORResNet18", "--input-shape", "224,224"], "--input-shape: .*HEIGHT,WIDTH,CHANNELS.*'224,224'",
+                 id="shape_2d"),
+    pytest.param(["XNORResNet18", "--input-shape", "0,1,3"], "--input-shape: .*'0,1,3'", id="shape_zero"),
+    pytest.param(["XNORResNet18", "--input-shape", "abc"], "--input-shape: .*'abc'", id="shape_text"),
+    pytest.param(["XNORResNet18", "--input-shape", "16,16,3"], "at least 32", id="shape_too_small"),
+    pytest.param(["XNORResNet18", "--classes", "0"], "--classes: .*positive integer.*'0'", id="classes_zero"),
+    pytest.param(["@keras", "--weights", "@h5"], "--weights applies only to zoo models", id="weights_with_path"),
+    pytest.param(["XNORAlexNet", "--weights", "@root/none.h5"], "--weights: no such file", id="weights_missing"),
+    pytest.param(["@mixed"], "mixed precision .*float16", id="mixed_precision"),
+    pytest.param(["@keras", "--verify-data", "@root/x_bad.npy"],
+                 "--verify-data: expected arrays of shape \\(N, 8, 8, 32\\)", id="verify_data_shape"),
+]
+
+
+def _resolve(arg: str, saved) -> str:
+    if not arg.startswith("@"):
+        return arg
+    name, _, rest = arg[1:].partition("/")
+    path = getattr(saved, name)
+    return str(path / rest if rest else path)
+
+
+@pytest.mark.parametrize("argv, pattern", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(saved, tmp_path, capsys, argv, pattern):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    argv = [_resolve(a, saved) for a in argv]
+    code, _, stderr = run([*argv, "-o", out_dir / "m.tflite", "--report-json", out_dir / "m.json"], capsys)
+    assert code == 2, stderr
+    (line,) = _error_lines(stderr)
+    assert re.search(pattern, line), line
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "output, pattern",
+    [("model.tfl", "expected a path ending in .tflite"), (None, "-o/--output")],
+)
+def test_bad_output_path_exits_2(saved, tmp_path, capsys, output, pattern):
+    argv = [saved.keras] + (["-o", tmp_path / output] if output else [])
+    code, _, stderr = run(argv, capsys)
+    assert code == 2
+    (line,) = _error_lines(stderr)
+    assert pattern in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_path_that_is_a_directory_exits_2(saved, tmp_path, capsys):
+    target = tmp_path / "dir.tflite"
+    target.mkdir()
+    code, _, stderr = run([saved.keras, "-o", target], capsys)
+    assert code == 2
+    assert "is a directory" in _error_lines(stderr)[0]
+    assert list(target.iterdir()) == []
