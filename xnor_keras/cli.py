@@ -167,24 +167,6 @@ def _float_twin_name(name: str) -> str | None:
     return None
 
 
-def _benchmark_ms(flatbuffer: bytes, shape, runs: int, threads: int) -> dict:
-    import numpy as np
-
-    from xnor_keras.convert import _interpreter
-
-    interpreter = _interpreter(flatbuffer, threads)
-    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-    for _ in range(3):
-        interpreter.predict(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.predict(x)
-        times.append(1000 * (time.perf_counter() - start))
-    return {"median_ms": float(np.median(times)), "min_ms": min(times), "max_ms": max(times),
-            "runs": runs, "threads": threads}
-
-
 def to_tflite_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xnor-to-tflite`` / ``convert/to_tflite.py``; returns the exit code."""
     parser = _parser()
@@ -261,7 +243,10 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         payload = report.to_dict()
         if args.benchmark:
             _log(f"      timing {args.benchmark_runs} runs at batch 1 ...")
-            payload["host_latency"] = _benchmark_ms(flatbuffer, shape, args.benchmark_runs, args.threads)
+            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+            payload["host_latency"] = xc.measure_latency(
+                flatbuffer, sample, runs=args.benchmark_runs, num_threads=args.threads
+            )
 
         print(report.format_table())
         if "host_latency" in payload:

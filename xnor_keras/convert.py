@@ -41,6 +41,7 @@ __all__ = [
     "conversion_report",
     "convert",
     "inference_copy",
+    "measure_latency",
     "op_histogram",
     "op_names",
     "run_flatbuffer",
@@ -369,6 +370,28 @@ def op_histogram(flatbuffer: bytes) -> dict[str, int]:
 def _interpreter(flatbuffer: bytes, num_threads: int = 1):
     # Indirect BGEMM is LCE's fastest binary-conv kernel on x86 (3-4x its default there).
     return lce.testing.Interpreter(flatbuffer, num_threads=num_threads, use_indirect_bgemm=True)
+
+
+def measure_latency(
+    flatbuffer: bytes, x: np.ndarray, *, runs: int = 20, warmup: int = 3, num_threads: int = 1
+) -> dict:
+    """Host latency of one batch `x` on LCE's interpreter: median, min and max in ms."""
+    interpreter = _interpreter(flatbuffer, num_threads)
+    x = np.asarray(x, np.float32)
+    for _ in range(warmup):
+        interpreter.predict(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.predict(x)
+        times.append(1000 * (time.perf_counter() - start))
+    return {
+        "median_ms": float(np.median(times)),
+        "min_ms": float(min(times)),
+        "max_ms": float(max(times)),
+        "runs": runs,
+        "threads": num_threads,
+    }
 
 
 def run_flatbuffer(flatbuffer: bytes, x: np.ndarray, *, num_threads: int = 1) -> np.ndarray:

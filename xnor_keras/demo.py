@@ -81,20 +81,6 @@ def digits_net(kind: str = "xnor", input_shape=(16, 16, 1), classes: int = 10) -
     return tf.keras.Model(inputs, outputs, name=f"digits_{kind}")
 
 
-def _latency_ms(flatbuffer: bytes, x: np.ndarray, runs: int) -> float:
-    """Median latency of one image on LCE's interpreter (1 thread, indirect BGEMM)."""
-    interpreter = xconvert._interpreter(flatbuffer, 1)
-    sample = x[:1]
-    for _ in range(3):
-        interpreter.predict(sample)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.predict(sample)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m xnor_keras.demo",
@@ -143,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind in KINDS:
         flatbuffer, seconds = xconvert.timed_convert(results[kind]["model"])
         results[kind].update(
-            flatbuffer=flatbuffer, convert_s=seconds, latency=_latency_ms(flatbuffer, x_test, runs=50)
+            flatbuffer=flatbuffer, convert_s=seconds, latency=xconvert.measure_latency(flatbuffer, x_test[:1], runs=50)["median_ms"]
         )
     xnor = results["xnor"]
     verification = xconvert.verify(xnor["model"], xnor["flatbuffer"], x_test)

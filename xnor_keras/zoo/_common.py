@@ -262,8 +262,7 @@ def make_variant(
                 + (f" and {list(allowed)}" if allowed else "")
                 + f". Received: {', '.join(f'{k}={options[k]!r}' for k in unknown)}"
             )
-        return family(
-            Binarization(kind, **options),
+        app = dict(
             include_top=include_top,
             weights=weights,
             input_tensor=input_tensor,
@@ -271,8 +270,8 @@ def make_variant(
             pooling=pooling,
             classes=classes,
             classifier_activation=classifier_activation,
-            name=model_name,
         )
+        return family(Binarization(kind, **options), name=model_name, **app)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = doc

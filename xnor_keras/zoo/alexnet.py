@@ -53,27 +53,14 @@ def _binary_block(x, binarization: Binarization, name: str, filters: int, kernel
 def alexnet(
     binarization: Binarization,
     *,
-    include_top: bool,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes: int,
-    classifier_activation,
     name: str,
+    **app,
 ) -> tf.keras.Model:
     """The one AlexNet builder; see the module docstring for the layer list."""
     height, width, channels = _common.validate_common(
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        default_size=DEFAULT_INPUT_SIZE,
-        min_size=MIN_INPUT_SIZE,
+        **app, default_size=DEFAULT_INPUT_SIZE, min_size=MIN_INPUT_SIZE
     )
+    include_top, input_tensor, weights = app["include_top"], app["input_tensor"], app["weights"]
     if include_top and (height is None or width is None):
         raise ValueError(
             "Expected a fixed `input_shape` with include_top=True (fc6 covers the whole pool5 "
@@ -94,15 +81,15 @@ def alexnet(
     if not include_top:
         return _common.finish_model(
             inputs, x, name=name, input_tensor=input_tensor, weights=weights,
-            pooling_head=_common.global_pooling(pooling),
+            pooling_head=_common.global_pooling(app["pooling"]),
         )
     x = _binary_block(x, binarization, "fc6", 4096, tuple(x.shape[1:3]), "valid")
     x = _binary_block(x, binarization, "fc7", 4096, 1, "valid")
     x = batch_norm("fc8_bn")(x)
     x = layers.ReLU(name="fc8_relu")(x)
-    x = layers.Conv2D(classes, 1, name="fc8")(x)
+    x = layers.Conv2D(app["classes"], 1, name="fc8")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = _common.classifier_output(x, classifier_activation)
+    x = _common.classifier_output(x, app["classifier_activation"])
     return _common.finish_model(inputs, x, name=name, input_tensor=input_tensor, weights=weights)
 
 

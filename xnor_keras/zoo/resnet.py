@@ -67,29 +67,16 @@ def resnet(
     binarization: Binarization,
     *,
     depth: int = 18,
-    include_top: bool,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes: int,
-    classifier_activation,
     name: str,
+    **app,
 ) -> tf.keras.Model:
     """The one ResNet builder; see the module docstring for the choices it makes."""
     if depth not in RESNET_SPECS:
         raise ValueError(f"Expected `depth` to be one of {sorted(RESNET_SPECS)}. Received: depth={depth!r}")
     height, width, channels = _common.validate_common(
-        include_top=include_top,
-        weights=weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        default_size=DEFAULT_INPUT_SIZE,
-        min_size=MIN_INPUT_SIZE,
+        **app, default_size=DEFAULT_INPUT_SIZE, min_size=MIN_INPUT_SIZE
     )
+    include_top, input_tensor, weights = app["include_top"], app["input_tensor"], app["weights"]
     layers = tf.keras.layers
     inputs = _common.build_inputs(input_tensor, (height, width, channels))
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1")(inputs)
@@ -103,11 +90,11 @@ def resnet(
     if not include_top:
         return _common.finish_model(
             inputs, x, name=name, input_tensor=input_tensor, weights=weights,
-            pooling_head=_common.global_pooling(pooling),
+            pooling_head=_common.global_pooling(app["pooling"]),
         )
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    x = layers.Dense(classes, name="fc")(x)
-    x = _common.classifier_output(x, classifier_activation)
+    x = layers.Dense(app["classes"], name="fc")(x)
+    x = _common.classifier_output(x, app["classifier_activation"])
     return _common.finish_model(inputs, x, name=name, input_tensor=input_tensor, weights=weights)
 
 
