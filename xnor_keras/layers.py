@@ -106,25 +106,15 @@ class _ScaledBinaryMixin:
     _inference_alpha = None
 
     def _unit_kernel_and_alpha(self, kernel):
-        """(sign(W), alpha) for this layer's kernel, alpha of shape (out,).
+        """Split the quantized kernel alpha * sign(W) into (sign(W), alpha).
 
         Convolving with the +-1 kernel and scaling afterwards makes the dot product exact: with
         binary inputs it is an integer, so a tie gives exactly 0 and sign(0) = +1 as the paper
         (and LCE's integer kernels) say. Convolving with +-alpha directly rounds such ties to
         +-tiny, which flips about 1% of the next layer's signs at random.
-
-        `kernel` is larq's QuantizedVariable (training and Keras inference: its latent weights
-        are binarized here in one fused step, the kernel quantizer is not run), the +-1 constant
-        of an inference copy, or an already quantized alpha * sign(W) tensor.
         """
         if self._inference_alpha is not None:
-            return tf.convert_to_tensor(kernel), tf.cast(self._inference_alpha, self.compute_dtype)
-        latent = getattr(kernel, "latent_variable", None)
-        if latent is not None:
-            return xq.unit_sign_and_scale(
-                tf.convert_to_tensor(latent), self.weight_gradient, self.clip_value
-            )
-        kernel = tf.convert_to_tensor(kernel)
+            return kernel, tf.cast(self._inference_alpha, kernel.dtype)
         axes = list(range(kernel.shape.rank - 1))
         alpha = tf.stop_gradient(tf.reduce_max(tf.math.abs(kernel), axis=axes))
         safe_alpha = tf.where(alpha > 0, alpha, tf.ones_like(alpha))
@@ -258,9 +248,10 @@ class _ScaledBinaryDense(_ScaledBinaryMixin, lq.layers.QuantDense):
     def _conv(self, x):
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        unit_kernel, alpha = self._unit_kernel_and_alpha(self.kernel)
-        unit_kernel = tf.reshape(tf.cast(unit_kernel, x.dtype), [1, 1, -1, self.units])
-        y = tf.nn.conv2d(x, unit_kernel, strides=1, padding="VALID") * tf.cast(alpha, x.dtype)
+        with lq.context.quantized_scope(True):
+            kernel = tf.reshape(tf.cast(self.kernel, x.dtype), [1, 1, -1, self.units])
+        unit_kernel, alpha = self._unit_kernel_and_alpha(kernel)
+        y = tf.nn.conv2d(x, unit_kernel, strides=1, padding="VALID") * alpha
         if self.use_bias:
             y = tf.nn.bias_add(y, self.bias)
         if self.activation is not None:

@@ -25,7 +25,6 @@ __all__ = [
     "binary_activation",
     "input_scale",
     "scaled_weight_sign",
-    "unit_sign_and_scale",
     "weight_scale",
 ]
 
@@ -193,51 +192,6 @@ def scaled_weight_sign(w: tf.Tensor, gradient: str = "paper", clip_value: float 
         return alpha * lq.math.sign(w), grad
 
     return _scaled_sign(w)
-
-
-def unit_sign_and_scale(
-    w: tf.Tensor, gradient: str = "paper", clip_value: float = 1.0
-) -> tuple[tf.Tensor, tf.Tensor]:
-    r"""sign(W) and alpha separately, for layers that compute :math:`(x \circledast \mathrm{sign}(W)) \alpha`.
-
-    Same values and gradients as :func:`scaled_weight_sign` (``conv(x, U) * alpha`` with
-    ``U, alpha = unit_sign_and_scale(W)`` equals ``conv(x, scaled_weight_sign(W))``, but exactly
-    at sign ties), in fewer passes over the kernel. With :math:`g_U = \partial C / \partial U`,
-    which is :math:`\alpha\,\partial C / \partial \tilde W`, the gradient of `U` is
-    :math:`g_U (1_{|W| \le c} + 1/(n\alpha))` for ``"paper"`` and :math:`g_U 1_{|W| \le c}` for
-    ``"ste"`` (alpha is then a constant); for ``"autodiff"`` alpha carries its own gradient.
-
-    Args:
-        w: kernel with output channels last.
-        gradient: ``"paper"``, ``"ste"`` or ``"autodiff"``.
-        clip_value: half-width of the straight-through window.
-
-    Returns:
-        ``(U, alpha)``: U of the shape of `w` in {-1, +1}, alpha of shape ``(out,)``.
-    """
-    gradient = _check_gradient(gradient)
-    clip_value = _check_clip_value(clip_value)
-    w = tf.convert_to_tensor(w)
-    _check_kernel_rank(w)
-    alpha = tf.reshape(weight_scale(w), [-1])
-    if gradient == "autodiff":
-        return binary_activation(w, clip_value), alpha
-    alpha = tf.stop_gradient(alpha)
-    n_alpha = tf.cast(tf.reduce_prod(tf.shape(w)[:-1]), w.dtype) * tf.where(
-        alpha > 0, alpha, tf.ones_like(alpha)
-    )
-
-    @tf.custom_gradient
-    def _unit_sign(w):
-        def grad(dy):
-            factor = _ste_mask(w, clip_value)
-            if gradient == "paper":
-                factor = factor + 1.0 / n_alpha
-            return dy * factor
-
-        return lq.math.sign(w), grad
-
-    return _unit_sign(w), alpha
 
 
 def input_scale(
