@@ -220,20 +220,50 @@ def _one_op_flatbuffers(flatbuffer: bytes):
 
 
 def task_op_profile(args: dict) -> dict:
-    """Median time of each operator alone, and of the whole model, on one runtime and thread."""
+    """Median time of each operator alone, and of the whole model, for several configurations.
+
+    Every configuration's ops are cut out into one-op flatbuffers; then, in `rounds` rounds
+    (configuration order rotated per round), each op and the whole model get an interpreter,
+    `warmup` untimed runs and runs/rounds timed runs. As in task "latency_family", a slow spell
+    of the machine then hits every configuration alike.
+    """
+    import gc
+
+    import larq_compute_engine  # noqa: F401
+
     from xnor_keras.convert import op_names
 
-    _import_runtime(args["runtime"])
-    flatbuffer = Path(args["flatbuffer"]).read_bytes()
-    names = op_names(flatbuffer)
-    ops = []
-    for name, (info, one) in zip(names, _one_op_flatbuffers(flatbuffer)):
-        run = _runner(one, args["runtime"], args["threads"], args.get("xnnpack", False))
-        times = _time_calls(run, args["runs"], args["warmup"])
-        ops.append({"op": name, **info, "median_ms": float(np.median(times))})
-        del run
-    whole = _runner(flatbuffer, args["runtime"], args["threads"], args.get("xnnpack", False))
-    return {"ops": ops, "whole": _summary(_time_calls(whole, args["runs"], args["warmup"]))}
+    configs = args["configs"]
+    runs, rounds = args["runs"], args["rounds"]
+    per_round = -(-runs // rounds)
+    prepared = {}
+    for c in configs:
+        flatbuffer = Path(c["flatbuffer"]).read_bytes()
+        ops = [(name, info, one) for name, (info, one) in zip(op_names(flatbuffer), _one_op_flatbuffers(flatbuffer))]
+        prepared[c["key"]] = (flatbuffer, ops)
+    times = {c["key"]: {"ops": [[] for _ in prepared[c["key"]][1]], "whole": []} for c in configs}
+    for r in range(rounds):
+        for c in configs[r % len(configs):] + configs[: r % len(configs)]:
+            flatbuffer, ops = prepared[c["key"]]
+            record = times[c["key"]]
+            for i, (_, _, one) in enumerate(ops):
+                run = _runner(one, c["runtime"], args["threads"], c.get("xnnpack", False))
+                record["ops"][i] += _time_calls(run, per_round, args["warmup"])
+                del run
+            run = _runner(flatbuffer, c["runtime"], args["threads"], c.get("xnnpack", False))
+            record["whole"] += _time_calls(run, per_round, args["warmup"])
+            del run
+            gc.collect()
+    results = {}
+    for c in configs:
+        _, ops = prepared[c["key"]]
+        record = times[c["key"]]
+        results[c["key"]] = {
+            "ops": [{"op": name, **info, "median_ms": float(np.median(t)), "min_ms": float(min(t))}
+                    for (name, info, _), t in zip(ops, record["ops"])],
+            "whole": _summary(record["whole"]),
+        }
+    return {"profiles": results}
 
 
 # --------------------------------------------------------------------------------------------

@@ -209,8 +209,8 @@ def _brief(task: str, result: dict) -> str:
     if task == "train_family":
         return ": " + ", ".join(f"{key} {v['step']['median_ms']:.0f}" for key, v in result["training"].items()) + " ms/step"
     if task == "op_profile":
-        total = sum(op["median_ms"] for op in result["ops"])
-        return f": {len(result['ops'])} ops, sum {total:.2f} ms, whole {result['whole']['median_ms']:.2f} ms"
+        return "".join(f"\n        {key}: {len(p['ops'])} ops, sum {sum(op['median_ms'] for op in p['ops']):.2f} ms, "
+                       f"whole {p['whole']['median_ms']:.2f} ms" for key, p in result["profiles"].items())
     return ""
 
 
@@ -235,8 +235,9 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
     # 1. Conversions, each in a fresh process (time and peak memory). One untimed conversion
     # first: the first process to run TensorFlow and LCE's converter after a while reads their
     # shared libraries from disk, which would otherwise land in one model's time.
-    steps.append(("warmup", "warm-up: convert XNORResNet18 32x32 (untimed, warms the page cache)", "convert",
-                  {"model": "XNORResNet18", "size": 32, "converter": "lce", "output": fb("warmup", "lce")}))
+    if args.mode == "full":
+        steps.append(("warmup", "warm-up: convert XNORResNet18 32x32 (untimed, warms the page cache)", "convert",
+                      {"model": "XNORResNet18", "size": 32, "converter": "lce", "output": fb("warmup", "lce")}))
     for model in MODELS:
         size = sizes[family_of(model)]
         if kind_of(model) != "float" or checks:
@@ -284,7 +285,7 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
         steps.append(("latency", f"latency, {flt} family: {len(configs)} configurations interleaved, "
                       f"{args.runs} runs each per thread count", "latency_family",
                       {"configs": configs, "threads": list(THREADS), "runs": args.runs, "warmup": args.warmup,
-                       "rounds": 5}))
+                       "rounds": args.rounds}))
 
     # 3. Peak memory of inference, one flatbuffer per process.
     for c in memory:
@@ -306,14 +307,15 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
 
     # 5. Diagnostics.
     if diagnostics:
-        one = {"threads": 1, "runs": max(10, args.runs // 2), "warmup": 2}
         for binary, flt in (("XNORAlexNet", "AlexNet"), ("XNORResNet18", "ResNet18")):
-            steps.append(("op_profile", f"per-op profile {binary} (LCE interpreter)", "op_profile",
-                          {"model": binary, "flatbuffer": fb(binary, "lce"), "runtime": "lce", "xnnpack": False, **one}))
-            steps.append(("op_profile", f"per-op profile {binary} (LCE interpreter + XNNPACK)", "op_profile",
-                          {"model": binary, "flatbuffer": fb(binary, "lce"), "runtime": "lce", "xnnpack": True, **one}))
-            steps.append(("op_profile", f"per-op profile {flt} (tf.lite)", "op_profile",
-                          {"model": flt, "flatbuffer": fb(flt, "tflite"), "runtime": "tflite", **one}))
+            configs = [
+                {"key": f"{binary}|lce|0", "model": binary, "flatbuffer": fb(binary, "lce"), "runtime": "lce", "xnnpack": False},
+                {"key": f"{binary}|lce|1", "model": binary, "flatbuffer": fb(binary, "lce"), "runtime": "lce", "xnnpack": True},
+                {"key": f"{flt}|tflite|0", "model": flt, "flatbuffer": fb(flt, "tflite"), "runtime": "tflite", "xnnpack": False},
+            ]
+            steps.append(("op_profile", f"per-op profile, 1 thread: {binary} (LCE, LCE + XNNPACK) and {flt} (tf.lite), "
+                          "interleaved", "op_profile",
+                          {"configs": configs, "threads": 1, "runs": 15, "warmup": 2, "rounds": 3}))
         steps.append(("convert_breakdown", "conversion breakdown XNORAlexNet", "convert_breakdown",
                       {"model": "XNORAlexNet", "size": sizes["AlexNet"], "repeats": 2}))
         for binary in ("XNORAlexNet", "XNORResNet18"):
@@ -361,6 +363,18 @@ def versions() -> dict:
     except (OSError, subprocess.CalledProcessError):
         out["git_commit"] = None
     return out
+
+
+def library_fingerprint() -> str:
+    """A hash of xnor_keras's source files: the run records it at its start and end, so a change
+    of the library while the benchmark ran does not go unnoticed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "xnor_keras").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def wait_for_idle(max_wait: float, max_load: float) -> None:
@@ -417,8 +431,9 @@ def collect(steps, results) -> dict:
         elif section == "variant":  # the pad_values=1 conversions
             data["variants"].append({"model": model, "variant": args["variant"], "task": task, **result})
         elif section == "op_profile":
-            data["op_profiles"].append({"model": model, "runtime": args["runtime"],
-                                        "xnnpack": args.get("xnnpack", False), **result})
+            for c in args["configs"]:
+                data["op_profiles"].append({"model": c["model"], "runtime": c["runtime"], "xnnpack": c["xnnpack"],
+                                            **result["profiles"][c["key"]], "interference": interference})
         elif section == "convert_breakdown":
             data["conversion_breakdown"] = {"model": model, **result}
         elif section == "quantizer_cost":
@@ -567,6 +582,11 @@ def _conv_layer(op: dict) -> str:
     return layers[0] if layers else "?"
 
 
+# Per-op profiles report the minimum of the runs: one-op models take a few milliseconds each, and
+# the host's speed drifts over seconds (other tenants, invisible from inside the VM); the minimum
+# over 3 interleaved rounds is what the kernel can do, and stable from run to run.
+_STAT = "min_ms"
+
 CONV_OPS = ("CONV_2D", "LceBconv2d", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 
 
@@ -586,8 +606,10 @@ def op_tables(data: dict) -> list[str]:
             lines += [f"† other processes used more than 10% of a core while profiling {', '.join(disturbed)}.", ""]
         lines += [
                   "Each op cut out of the converted flatbuffer into a one-op flatbuffer and timed alone on "
-                  "the same runtime (median of "
-                  f"{pb['whole']['runs']} runs). Convolutions paired by Keras layer; MMACs from larq's "
+                  f"the same runtime: the minimum of {pb['whole']['runs']} runs taken in 3 rounds interleaved with "
+                  "the other two columns' configurations (minimum, not median: each one-op model runs for "
+                  "milliseconds, and the host's speed drifts over seconds; the medians are in the JSON). "
+                  "Convolutions paired by Keras layer; MMACs from larq's "
                   "ModelProfile (binary MACs in binary layers):", "",
                   f"| layer | MMACs | {binary} op | ms (LCE) | ms (LCE + XNNPACK) | GMAC/s (LCE) | {flt} op | "
                   "ms (tf.lite) | GMAC/s (tf.lite) | float / binary |",
@@ -610,20 +632,20 @@ def op_tables(data: dict) -> list[str]:
             seen.add(layer)
             f = fconv.get(layer)
             x = xconv.get(layer)
-            ratio = f"{f['median_ms'] / op['median_ms']:.2f}x" if f and op["median_ms"] > 0 else "—"
-            x_ms = f"{x['median_ms']:.3f}" if x else "—"
+            ratio = f"{f[_STAT] / op[_STAT]:.2f}x" if f and op[_STAT] > 0 else "—"
+            x_ms = f"{x[_STAT]:.3f}" if x else "—"
             n = macs.get(layer)
             mm = f"{n / 1e6:.0f}" if n else "—"
 
             def rate(ms):
                 return f"{n / ms / 1e6:.0f}" if n and ms > 0 else "—"
 
-            f_part = f"{f['op']} | {f['median_ms']:.3f} | {rate(f['median_ms'])} | {ratio}" if f else "— | — | — | —"
-            lines.append(f"| {layer} | {mm} | {op['op']} | {op['median_ms']:.3f} | {x_ms} | {rate(op['median_ms'])} | "
+            f_part = f"{f['op']} | {f[_STAT]:.3f} | {rate(f[_STAT])} | {ratio}" if f else "— | — | — | —"
+            lines.append(f"| {layer} | {mm} | {op['op']} | {op[_STAT]:.3f} | {x_ms} | {rate(op[_STAT])} | "
                          f"{f_part} |")
         for layer, f in fconv.items():
             if layer not in seen:
-                lines.append(f"| {layer} | — | — | — | — | — | {f['op']} | {f['median_ms']:.3f} | — | — |")
+                lines.append(f"| {layer} | — | — | — | — | — | {f['op']} | {f[_STAT]:.3f} | — | — |")
         lines += ["", "By op type (sum of the ops alone vs the whole model on the same runtime):", "",
                   "| op type | " + f"{binary} count | ms | % | " + f"{flt} count | ms | % |", "|---|---|---|---|---|---|---|"]
         agg_b, agg_f = _aggregate(pb["ops"]), _aggregate(pf["ops"])
@@ -634,10 +656,10 @@ def op_tables(data: dict) -> list[str]:
             lines.append(f"| {name} | {cb or '—'} | {mb:.3f} | {100 * mb / tb:.1f} | {cf or '—'} | {mf:.3f} | "
                          f"{100 * mf / tf_:.1f} |")
         lines.append(f"| **sum of ops** | | **{tb:.2f}** | | | **{tf_:.2f}** | |")
-        lines.append(f"| whole model | | {pb['whole']['median_ms']:.2f} | | | {pf['whole']['median_ms']:.2f} | |")
+        lines.append(f"| whole model | | {pb['whole'][_STAT]:.2f} | | | {pf['whole'][_STAT]:.2f} | |")
         if px:
-            tx = sum(op["median_ms"] for op in px["ops"])
-            lines.append(f"| (LCE + XNNPACK: sum / whole) | | {tx:.2f} / {px['whole']['median_ms']:.2f} | | | | |")
+            tx = sum(op[_STAT] for op in px["ops"])
+            lines.append(f"| (LCE + XNNPACK: sum / whole) | | {tx:.2f} / {px['whole'][_STAT]:.2f} | | | | |")
         lines.append("")
     return lines
 
@@ -646,7 +668,7 @@ def _aggregate(ops: list[dict]) -> dict:
     agg: dict = {}
     for op in ops:
         count, ms = agg.get(op["op"], (0, 0.0))
-        agg[op["op"]] = (count + 1, ms + op["median_ms"])
+        agg[op["op"]] = (count + 1, ms + op[_STAT])
     return agg
 
 
@@ -692,14 +714,20 @@ def markdown(data: dict) -> str:
         "(LCE 0.16) on LCE's interpreter with `use_indirect_bgemm=True`. Float twins: "
         "`tf.lite.TFLiteConverter.from_keras_model` on `tf.lite.Interpreter` (XNNPACK). Latency: median "
         f"(min–max) of {meta['runs']} runs. All latency configurations of a family (AlexNet or ResNet-18) run "
-        "interleaved in one process, in 5 rounds with the order rotated (each round: create the interpreter, "
-        f"{meta['warmup']} untimed runs, {-(-meta['runs'] // 5)} timed runs, delete it), so a change of machine "
+        f"interleaved in one process, in {meta.get('rounds', 10)} rounds with the order rotated (each round: create "
+        f"the interpreter, {meta['warmup']} untimed runs, {-(-meta['runs'] // meta.get('rounds', 10))} timed runs, "
+        "delete it), so a change of machine "
         "speed during the run affects binary and float alike; peak memory is measured separately, one "
         "flatbuffer per process. "
         f"Training: `model.fit`, Adam(1e-3), batch {meta['batch']}, synthetic data, one warm-up call (tracing) then "
         f"{meta['train_steps']} timed steps (median); the models of a family are interleaved step by step in one "
         "process, for the same reason.", "",
     ]
+    fp = meta.get("library_fingerprint")
+    if fp and fp["start"] != fp["end"]:
+        lines += [f"**Warning:** xnor_keras's source changed while this run was in progress (fingerprint "
+                  f"{fp['start']} → {fp['end']}, commit {v['git_commit']} → {meta.get('git_commit_end')}): "
+                  "measurements taken before and after the change are mixed below.", ""]
     if meta["mode"] != "full":
         lines += ["**Quick mode:** small inputs; the targets below are stated for 224x224 and are only "
                   "indicative here.", ""]
@@ -743,7 +771,7 @@ def markdown(data: dict) -> str:
         ratio = ""
         if model in pair_by and pair_by[model]["size_ratio"]:
             ratio = f"{pair_by[model]['size_ratio']:.1f}x smaller"
-        ops = ", ".join(f"{k} {n}" for k, n in conv["op_histogram"].items())
+        ops = ", ".join(f"{k} {n}" for k, n in sorted(conv["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0])))
         lines.append(f"| {model} | {_mb(conv['flatbuffer_bytes'])} | {ratio} | {_mb(conv['keras_float32_bytes'])} | "
                      f"{conv['params']:,} | {ops} |")
     lines += ["", "MB = 10^6 bytes. Float twins: TFLiteConverter's flatbuffer. Keras float32 weights: 4 bytes "
@@ -1012,6 +1040,7 @@ def parse_args(argv=None):
     args.runs = args.runs or (20 if args.quick else 30)
     args.train_steps = args.train_steps or (2 if args.quick else 3)
     args.convert_repeats = args.convert_repeats or (1 if args.quick else 3)
+    args.rounds = 5 if args.quick else 10  # interleaved latency rounds per family
     if args.diagnostics is None:
         args.diagnostics = not args.quick
     if args.markdown is None:
@@ -1061,6 +1090,7 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     load_start = os.getloadavg()
+    fingerprint_start, versions_start = library_fingerprint(), versions()
     log(f"xnor_keras benchmark, {args.mode} mode; load average {load_start[0]:.2f}; "
         f"{len(os.sched_getaffinity(0))} CPUs; {command}")
     steps = plan(args)
@@ -1075,8 +1105,10 @@ def main(argv=None) -> int:
     data["meta"] = {
         "command": command, "mode": args.mode, "sizes": SIZES[args.mode],
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(), "versions": versions(), "load_start": load_start, "load_end": os.getloadavg(),
-        "runs": args.runs, "warmup": args.warmup, "batch": args.batch, "train_steps": args.train_steps,
+        "machine": machine(), "versions": versions_start, "load_start": load_start, "load_end": os.getloadavg(),
+        "library_fingerprint": {"start": fingerprint_start, "end": library_fingerprint()},
+        "git_commit_end": versions()["git_commit"],
+        "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds, "batch": args.batch, "train_steps": args.train_steps,
         "threads": list(THREADS), "wall_seconds": time.perf_counter() - started, "failures": runner.failures,
         "interference": {**run_interference(results), "waited_for_quiet_s": runner.waited},
         "json": os.path.relpath(json_path, ROOT), "png": os.path.relpath(png_path, ROOT),
@@ -1087,6 +1119,9 @@ def main(argv=None) -> int:
         log(problem)
     write_markdown(args.markdown, markdown(data))
     log(console_summary(data))
+    fp = data["meta"]["library_fingerprint"]
+    if fp["start"] != fp["end"]:
+        log(f"WARNING: xnor_keras's source changed during the run ({fp['start']} -> {fp['end']})")
     log(f"\nwrote {os.path.relpath(json_path, ROOT)}, {os.path.relpath(png_path, ROOT)}, "
         f"{os.path.relpath(args.markdown, ROOT)}; total {data['meta']['wall_seconds'] / 60:.1f} min; "
         f"load average {load_start[0]:.2f} -> {data['meta']['load_end'][0]:.2f}")
