@@ -146,12 +146,54 @@ def test_converter_exception_becomes_conversion_error_with_its_first_line(monkey
     def failing_convert(*args, **kwargs):
         raise cause
 
+    monkeypatch.setattr(convert.lce, "convert_saved_model", failing_convert)
     monkeypatch.setattr(convert.lce, "convert_keras_model", failing_convert)
     with pytest.raises(convert.ConversionError, match="could not convert model") as info:
         convert.convert(_tiny_dense_model())
     assert "'tf.Foo' op is neither" in str(info.value)
     assert "more" not in str(info.value)
     assert info.value.__cause__ is cause
+
+
+def _signatures(flatbuffer: bytes) -> dict:
+    return tf.lite.Interpreter(model_content=flatbuffer).get_signature_list()
+
+
+def test_conversion_keeps_the_keras_serving_signature():
+    # convert() exports only the serving function (not every layer's traces, as Keras does);
+    # the flatbuffer's signature must still name inputs and outputs as the Keras model does.
+    inputs = tf.keras.Input((8, 8, 32), name="pixels")
+    x = xl.XNORConv2D(32, 3, name="binary")(inputs)
+    model = tf.keras.Model(inputs, L.GlobalAveragePooling2D(name="scores")(x))
+    flatbuffer = convert.convert(model)
+    assert _signatures(flatbuffer) == {"serving_default": {"inputs": ["pixels"], "outputs": ["scores"]}}
+    assert "LceBconv2d" in convert.op_histogram(flatbuffer)
+
+
+def _tiny_binary_model() -> tf.keras.Model:
+    inputs = tf.keras.Input((8, 8, 32))
+    return tf.keras.Model(inputs, xl.XNORConv2D(16, 3, name="binary")(inputs))
+
+
+def test_conversion_falls_back_to_lce_export_when_the_short_export_fails(monkeypatch):
+    calls = []
+    original = convert.lce.convert_keras_model
+
+    def failing_save(self, *args, **kwargs):
+        raise NotImplementedError("cannot save this layer")
+
+    def recording_convert(model, **kwargs):
+        calls.append(model.name)
+        monkeypatch.undo()  # LCE's own export needs Model.save back
+        return original(model, **kwargs)
+
+    monkeypatch.setattr(tf.keras.Model, "save", failing_save)
+    monkeypatch.setattr(convert.lce, "convert_keras_model", recording_convert)
+    model = _tiny_binary_model()
+    flatbuffer = convert.convert(model)
+    assert calls == ["m"]
+    x = _images((8, 8, 32), n=4)
+    np.testing.assert_allclose(convert.run_flatbuffer(flatbuffer, x), model(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_verify_needs_inputs_for_a_variable_input_shape():
