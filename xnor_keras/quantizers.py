@@ -11,7 +11,9 @@ Networks", ECCV 2016, arXiv:1603.05279, sections 3.1 (binary weights) and 3.2 (X
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 from typing import Sequence
 
 import larq as lq
@@ -32,6 +34,23 @@ WEIGHT_GRADIENTS = ("paper", "ste", "autodiff")
 """Gradient modes of :func:`scaled_weight_sign`; ``"paper"`` is the default."""
 
 _PACKAGE = "xnor_keras"
+
+XLA = os.environ.get("XNOR_KERAS_XLA", "1") != "0"
+"""Whether the kernel binarization (alpha * sign(W) and its gradient) is compiled with XLA.
+
+TensorFlow runs every elementwise op of a graph as its own pass over memory; over the latent
+weights (58 M for XNOR AlexNet) those passes are most of what a binary layer adds to a training
+step. XLA fuses them. Set the environment variable ``XNOR_KERAS_XLA=0`` before importing
+xnor_keras to turn it off (for a TensorFlow build without XLA); results are the same up to
+float rounding of alpha's mean.
+"""
+
+
+def _compiled(fn):
+    """`fn` as an XLA-compiled tf.function (or unchanged when :data:`XLA` is off)."""
+    if not XLA:
+        return fn
+    return tf.function(fn, jit_compile=True, autograph=False)
 
 
 def _check_clip_value(clip_value) -> float:
@@ -175,8 +194,14 @@ def scaled_weight_sign(w: tf.Tensor, gradient: str = "paper", clip_value: float 
     w = tf.convert_to_tensor(w)
     _check_kernel_rank(w)
 
+    return _scaled_weight_sign_fn(gradient, clip_value)(w)
+
+
+@functools.lru_cache(maxsize=None)
+def _scaled_weight_sign_fn(gradient: str, clip_value: float):
+    """The (compiled) function alpha * sign(W) with `gradient`, one per setting."""
     if gradient == "autodiff":
-        return weight_scale(w) * binary_activation(w, clip_value)
+        return _compiled(lambda w: weight_scale(w) * binary_activation(w, clip_value))
 
     @tf.custom_gradient
     def _scaled_sign(w):
@@ -191,7 +216,7 @@ def scaled_weight_sign(w: tf.Tensor, gradient: str = "paper", clip_value: float 
 
         return alpha * lq.math.sign(w), grad
 
-    return _scaled_sign(w)
+    return _compiled(_scaled_sign)
 
 
 def input_scale(
