@@ -57,6 +57,7 @@ TARGETS = (
     ("xnor_alexnet_speedup", "XNORAlexNet latency vs float AlexNet", ">= 3x faster"),
     ("xnor_resnet18_speedup", "XNORResNet18 latency vs float ResNet18", ">= 2x faster"),
     ("xnor_alexnet_flatbuffer", "XNORAlexNet flatbuffer", "<= 24 MB"),
+    ("xnor_alexnet_flatbuffer_int8", "XNORAlexNet flatbuffer, int8 first/last layers", "<= 12 MB"),
     ("training_step_ratio", "training step XNOR vs float twin", "<= 1.10x"),
     ("xnor_alexnet_conversion", "XNORAlexNet conversion (timed_convert)", "<= 10 s"),
 )
@@ -252,6 +253,11 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
         steps.append(("convert_repeat", f"convert XNORAlexNet {size}x{size} (LCE), repeat {i + 1}", "convert",
                       {"model": "XNORAlexNet", "size": size, "converter": "lce",
                        "output": fb("XNORAlexNet", "lce", ".repeat")}))
+    for binary in ("XNORAlexNet", "XNORResNet18"):
+        size = sizes[family_of(binary)]
+        steps.append(("variant", f"convert {binary} {size}x{size} int8_float_layers=True (LCE)", "convert",
+                      {"model": binary, "variant": "int8", "size": size, "converter": "lce",
+                       "convert_options": {"int8_float_layers": True}, "output": fb(binary, "lce", ".int8")}))
     if diagnostics:
         for binary in ("XNORAlexNet", "XNORResNet18"):
             size = sizes[family_of(binary)]
@@ -282,6 +288,8 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
             binary = binaries[0]
             add(binary, "lce", "lce", xnnpack=True, variant="xnnpack")
             add(binary, "lce", "lce", variant="pad_values=1", path=fb(binary, "lce", ".pad1"))
+            add(binary, "lce", "lce", variant="int8", path=fb(binary, "lce", ".int8"))
+            add(binary, "lce", "lce", xnnpack=True, variant="int8+xnnpack", path=fb(binary, "lce", ".int8"))
         steps.append(("latency", f"latency, {flt} family: {len(configs)} configurations interleaved, "
                       f"{args.runs} runs each per thread count", "latency_family",
                       {"configs": configs, "threads": list(THREADS), "runs": args.runs, "warmup": args.warmup,
@@ -523,6 +531,12 @@ def evaluate_targets(data: dict, pair_rows: list[dict]) -> list[dict]:
             if conv:
                 n = conv["flatbuffer_bytes"]
                 met, measured = n <= 24e6, f"{n / 1e6:.2f} MB ({n / 2**20:.2f} MiB)"
+        elif key == "xnor_alexnet_flatbuffer_int8":
+            rows_int8 = [v for v in data["variants"]
+                         if v["model"] == "XNORAlexNet" and v["variant"] == "int8" and v["task"] == "convert"]
+            if rows_int8:
+                n = rows_int8[0]["flatbuffer_bytes"]
+                met, measured = n <= 12e6, f"{n / 1e6:.2f} MB ({n / 2**20:.2f} MiB)"
         elif key == "training_step_ratio":
             ratios = {p["binary"]: p["training_ratio"] for p in pair_rows
                       if kind_of(p["binary"]) == "xnor" and p["training_ratio"] is not None}
@@ -836,14 +850,16 @@ def markdown(data: dict) -> str:
             if row["task"] != "latency":
                 continue
             flt = primary_latency(data, family_of(row["model"]))
-            size = size_of.get((row["model"], row["variant"]),
+            size = size_of.get((row["model"], row["variant"].split("+")[0]),
                                (data["models"][row["model"]].get("conversion_lce") or {}).get("flatbuffer_bytes"))
             speed = ""
             if flt:
                 speed = " / ".join(f"{flt['latency'][t]['median_ms'] / row['latency'][t]['median_ms']:.2f}x"
                                    for t in row["latency"])
             desc = {"xnnpack": "LCE interpreter with use_xnnpack=True (float ops on XNNPACK)",
-                    "pad_values=1": "pad_values=1.0 (binary padding), LCE interpreter"}[row["variant"]]
+                    "pad_values=1": "pad_values=1.0 (binary padding), LCE interpreter",
+                    "int8": "int8_float_layers=True (int8 first/last layers), LCE interpreter",
+                    "int8+xnnpack": "int8_float_layers=True, LCE interpreter with use_xnnpack=True"}[row["variant"]]
             lines.append(f"| {row['model']}{_dagger(row)} | {desc} | {_mb(size)} | {_ms(row['latency'].get('1'))} | "
                          f"{_ms(row['latency'].get('2'))} | {speed} |")
         lines.append("")

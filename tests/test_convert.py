@@ -659,3 +659,112 @@ def test_centering_keeps_exact_ties_at_sign_zero_plus_one():
     assert convert._center_sign_thresholds(centred) == 1
     for candidate in (model, centred):
         np.testing.assert_array_equal(candidate(x, training=False).numpy().reshape(-1), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# int8 full-precision layers
+
+
+def _int8_flavoured_model() -> tf.keras.Model:
+    """Float conv (BN, ReLU fused after it) -> XNOR convs -> float Dense with softmax."""
+    inputs = tf.keras.Input((12, 12, 3))
+    x = L.Conv2D(32, 3, padding="same", use_bias=False, name="first")(inputs)
+    x = L.BatchNormalization(name="first_bn")(x)
+    x = L.ReLU(name="first_relu")(x)
+    x = L.BatchNormalization(name="b1_bn")(x)
+    x = xl.XNORConv2D(32, 3, padding="same", pad_values=1.0, name="b1")(x)
+    x = L.BatchNormalization(name="b2_bn")(x)
+    x = xl.XNORConv2D(32, 3, strides=2, padding="same", pad_values=1.0, name="b2")(x)
+    x = L.BatchNormalization(name="last_bn")(x)
+    x = L.ReLU(name="last_relu")(x)
+    x = L.Flatten(name="flatten")(x)
+    outputs = L.Dense(10, activation="softmax", name="last")(x)
+    return tf.keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def int8_converted():
+    tf.keras.utils.set_random_seed(5)
+    model = _int8_flavoured_model()
+    calibrate_batchnorm(model, _images((12, 12, 3), n=64, seed=5))
+    calibration = _images((12, 12, 3), n=32, seed=6)
+    plain = convert.convert(model)
+    int8 = convert.convert(model, int8_float_layers=True, calibration_data=calibration)
+    reference = convert.int8_reference(model, calibration)
+    return model, plain, int8, reference
+
+
+def _tensor_types(flatbuffer: bytes) -> list[tuple[str, list[int]]]:
+    """(op name, [type of each input]) for every op, from the flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    graph = m.subgraphs[0]
+    names = convert.op_names(flatbuffer)
+    return [(name, [int(graph.tensors[i].type) for i in op.inputs if i >= 0])
+            for name, op in zip(names, graph.operators)]
+
+
+def test_int8_float_layers_become_int8_ops_and_binary_layers_stay_binary(int8_converted):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    _, plain, int8, _ = int8_converted
+    int8_type = schema.TensorType.INT8
+    types = _tensor_types(int8)
+    conv = [t for name, t in types if name == "CONV_2D"]
+    fc = [t for name, t in types if name == "FULLY_CONNECTED"]
+    assert conv and all(t[0] == int8_type and t[1] == int8_type for t in conv)  # input, weights
+    assert fc and all(t[0] == int8_type and t[1] == int8_type for t in fc)
+    histogram = convert.op_histogram(int8)
+    assert histogram["LceBconv2d"] == convert.op_histogram(plain)["LceBconv2d"] == 2
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(histogram)
+
+
+def _filter_bytes(flatbuffer: bytes) -> list[tuple[int, int]]:
+    """(elements, stored bytes) of the filter of every CONV_2D / FULLY_CONNECTED."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    graph = m.subgraphs[0]
+    out = []
+    for name, op in zip(convert.op_names(flatbuffer), graph.operators):
+        if name in ("CONV_2D", "FULLY_CONNECTED"):
+            tensor = graph.tensors[op.inputs[1]]
+            out.append((int(np.prod(tensor.shape)), len(m.buffers[tensor.buffer].data)))
+    return out
+
+
+def test_int8_float_layers_store_one_byte_per_weight(int8_converted):
+    model, plain, int8, _ = int8_converted
+    elements = sorted(
+        int(np.prod(layer.kernel.shape)) for layer in model.layers if layer.name in ("first", "last")
+    )
+    assert sorted(n for n, _ in _filter_bytes(plain)) == elements
+    assert all(stored == 4 * n for n, stored in _filter_bytes(plain))
+    assert sorted(_filter_bytes(int8)) == [(n, n) for n in elements]
+    assert len(plain) - len(int8) >= 2 * sum(elements)
+
+
+def test_int8_flatbuffer_computes_what_int8_reference_computes(int8_converted):
+    model, _, int8, reference = int8_converted
+    x = _images((12, 12, 3), n=32, seed=7)
+    expected = reference(x, training=False).numpy()
+    actual = convert.run_flatbuffer(int8, x)
+    # The output softmax is int8 in TFLite (steps of 1/256). TFLite folds BatchNorm into the
+    # int8 conv and rounds its accumulator once, the reference rounds after the BatchNorm, so
+    # an int8 activation can be one step off; where that step crosses a sign threshold, the
+    # binary layers downstream amplify it. Most samples must agree to a few steps.
+    per_sample = np.abs(actual - expected).max(axis=-1)
+    assert np.mean(per_sample <= 3 / 256) >= 0.8, per_sample
+    assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.9
+    # ... and int8 is an approximation of the float model, not a different model.
+    float_out = model(x, training=False).numpy()
+    assert np.mean(actual.argmax(-1) == float_out.argmax(-1)) >= 0.8
+
+
+def test_int8_needs_calibration_data_of_the_input_shape():
+    model = _tiny_binary_model()
+    with pytest.raises(convert.ConversionError, match="Expected `calibration_data` with"):
+        convert.convert(model, int8_float_layers=True)
+    with pytest.raises(convert.ConversionError, match=r"calibration_data.shape=\(4, 8, 8, 3\)"):
+        convert.convert(model, int8_float_layers=True, calibration_data=np.zeros((4, 8, 8, 3)))
