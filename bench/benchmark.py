@@ -836,9 +836,10 @@ def markdown(data: dict) -> str:
                      f"{b['latency']['1']['median_ms']:.2f} / {b['latency']['2']['median_ms']:.2f} | "
                      f"{_mb(ca['flatbuffer_bytes'])} / {_mb(cb['flatbuffer_bytes'])} |")
 
-    if data.get("op_profiles") or data.get("variants") or data.get("conversion_breakdown") or data.get("quantizer_cost"):
+    if (data.get("op_profiles") or any(row["task"] != "convert" for row in data.get("variants", []))
+            or data.get("conversion_breakdown") or data.get("quantizer_cost")):
         lines += ["", "### Diagnostics", ""]
-    if data.get("variants"):
+    if any(row["task"] == "latency" for row in data.get("variants", [])):
         lines += ["#### Variants of the binary models", "",
                   "| model | variant | flatbuffer MB | 1 thread ms | 2 threads ms | speed-up vs float (1 / 2) |",
                   "|---|---|---|---|---|---|"]

@@ -171,6 +171,9 @@ ZOO_RESNET = ["XNORResNet18", "--input-shape", "32,32,3", "--classes", "10"]
 
 def test_untrained_zoo_resnet_fails_verification_and_writes_nothing(tmp_path, capsys):
     # Untrained BatchNorm statistics + zero padding: exact sign ties LCE resolves at random.
+    # Whether any of them comes out differently from Keras depends on the random weights: with
+    # seed 0 all of them happen to agree (measured), with seeds 1 and 2 some do not.
+    tf.keras.utils.set_random_seed(1)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     code, stdout, stderr = run(
@@ -199,6 +202,31 @@ def test_untrained_zoo_resnet_with_no_verify_is_written_with_float_twin_size(tmp
         data["float_twin_flatbuffer_bytes"] / data["flatbuffer_bytes"]
     )
     assert convert.op_histogram(out.read_bytes())["LceBconv2d"] == data["op_histogram"]["LceBconv2d"]
+
+
+def test_int8_float_layers_make_the_float_convolutions_int8(tmp_path, capsys):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32))
+    out = tmp_path / "r.tflite"
+    code, _, stderr = run(
+        ["XNORResNet18", "--input-shape", "32,32,3", "--classes", "10", "--no-verify", "--no-float-twin",
+         "--int8-float-layers", "--calibration-data", calibration, "-o", out],
+        capsys,
+    )
+    assert code == 0, stderr
+    assert "int8 full-precision layers" in stderr
+    flatbuffer = out.read_bytes()
+    m = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    graph = m.subgraphs[0]
+    filters = [graph.tensors[op.inputs[1]].type for name, op in zip(convert.op_names(flatbuffer), graph.operators)
+               if name in ("CONV_2D", "FULLY_CONNECTED")]
+    # conv1, the three 1x1 shortcuts, fc; the 3x3 convs on tiny maps that stay float for the
+    # LCE padding bug are binary layers (XNORConv2D), not int8 candidates.
+    int8_filters = [t for t in filters if t == schema.TensorType.INT8]
+    assert len(int8_filters) == 5
+    assert convert.op_histogram(flatbuffer)["LceBconv2d"] >= 9
 
 
 def test_help_names_the_deployment_targets(capsys):
@@ -241,6 +269,14 @@ BAD_INPUTS = [
     pytest.param(["@mixed"], "mixed precision .*float16", id="mixed_precision"),
     pytest.param(["@keras", "--verify-data", "@root/x_bad.npy"],
                  "--verify-data: expected arrays of shape \\(N, 8, 8, 32\\)", id="verify_data_shape"),
+    pytest.param(["@keras", "--int8-float-layers"], "--int8-float-layers: expected --calibration-data",
+                 id="int8_without_calibration"),
+    pytest.param(["@keras", "--calibration-data", "@root/x_bad.npy"], "only used with --int8-float-layers",
+                 id="calibration_without_int8"),
+    pytest.param(["@keras", "--int8-float-layers", "--calibration-data", "@root/x_bad.npy"],
+                 "--calibration-data of shape \\(n, 8, 8, 32\\), got \\(2, 4, 4, 3\\)", id="calibration_shape"),
+    pytest.param(["@keras", "--int8-float-layers", "--calibration-data", "@junk_h5"],
+                 "--calibration-data: could not read", id="calibration_unreadable"),
 ]
 
 

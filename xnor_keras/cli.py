@@ -95,12 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     conv = parser.add_argument_group("conversion")
     conv.add_argument("--target", choices=("arm", "xcore"), default="arm", help="LCE target (default arm)")
+    conv.add_argument(
+        "--int8-float-layers", action="store_true",
+        help="make the full-precision Conv2D/Dense layers (first, last, shortcuts) int8; "
+             "needs --calibration-data; verification then compares with the int8 reference",
+    )
+    conv.add_argument("--calibration-data", type=Path, help=".npy file of typical preprocessed inputs for the int8 ranges")
     check = parser.add_argument_group("verification (on by default)")
     check.add_argument("--no-verify", action="store_true", help="skip the comparison with Keras")
     check.add_argument("--verify-data", type=Path, help=".npy file of inputs to verify on (default: random)")
     check.add_argument("--verify-samples", type=_positive_int, default=8, help="random inputs (default 8)")
-    check.add_argument("--rtol", type=float, default=1e-3, help="max |diff| / max |output| (default 1e-3)")
-    check.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement (default 0.99)")
+    check.add_argument("--rtol", type=float, help="max |diff| / max |output| (default 1e-3; 0.1 with --int8-float-layers)")
+    check.add_argument("--min-agreement", type=float, help="top-1 agreement (default 0.99; 0.9 with --int8-float-layers)")
     out = parser.add_argument_group("reporting")
     out.add_argument("--report-json", type=Path, help="write the conversion report as JSON here")
     out.add_argument("--benchmark", action="store_true", help="measure host latency on LCE's interpreter")
@@ -184,6 +190,15 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-o/--output: expected a path ending in .tflite, got {str(args.output)!r}")
     if args.output.exists() and args.output.is_dir():
         parser.error(f"-o/--output: {args.output} is a directory")
+    if args.calibration_data is not None and not args.int8_float_layers:
+        parser.error("--calibration-data: only used with --int8-float-layers")
+    if args.int8_float_layers and args.calibration_data is None:
+        parser.error("--int8-float-layers: expected --calibration-data FILE.npy (typical inputs for the int8 ranges)")
+    # int8 rounding moves outputs by a few int8 steps, and rarely flips a binary sign after it.
+    if args.rtol is None:
+        args.rtol = 0.1 if args.int8_float_layers else 1e-3
+    if args.min_agreement is None:
+        args.min_agreement = 0.9 if args.int8_float_layers else 0.99
     if not 0 < args.rtol:
         parser.error(f"--rtol: expected a positive number, got {args.rtol}")
     if not 0 <= args.min_agreement <= 1:
@@ -201,6 +216,14 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
                 verify_x = np.load(args.verify_data)
             except Exception as error:
                 raise _InputError(f"--verify-data: could not read {args.verify_data}: {_first_line(error)}") from None
+        calibration = None
+        if args.calibration_data is not None:
+            try:
+                calibration = np.load(args.calibration_data)
+            except Exception as error:
+                raise _InputError(
+                    f"--calibration-data: could not read {args.calibration_data}: {_first_line(error)}"
+                ) from None
         _log(f"[1/4] loading {args.model} ...")
         start = time.perf_counter()
         model, zoo_name = _load_model(args)
@@ -212,11 +235,17 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
                 f"--verify-data: expected arrays of shape (N, {', '.join(map(str, shape))}), "
                 f"got {verify_x.shape}"
             )
-        _log(f"[2/4] converting with Larq Compute Engine (target {args.target}) ...")
+        _log(f"[2/4] converting with Larq Compute Engine (target {args.target}"
+             f"{', int8 full-precision layers' if args.int8_float_layers else ''}) ...")
+        options = {}
+        if args.int8_float_layers:
+            options = {"int8_float_layers": True, "calibration_data": calibration}
         try:
-            flatbuffer, seconds = xc.timed_convert(model, target=args.target)
+            flatbuffer, seconds = xc.timed_convert(model, target=args.target, **options)
+            reference = xc.int8_reference(model, calibration) if args.int8_float_layers else model
         except xc.ConversionError as error:
-            raise _InputError(str(error)) from None
+            message = str(error).replace("`calibration_data`", "--calibration-data")
+            raise _InputError(message) from None
         _log(f"      {len(flatbuffer) / 2**20:.2f} MiB in {seconds:.1f} s")
 
         twin_bytes = None
@@ -233,7 +262,7 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             n = len(verify_x) if verify_x is not None else args.verify_samples
             _log(f"[3/4] verifying on LCE's interpreter against Keras ({n} inputs) ...")
             verification = xc.verify(
-                model, flatbuffer, verify_x, samples=args.verify_samples,
+                reference, flatbuffer, verify_x, samples=args.verify_samples,
                 rtol=args.rtol, min_agreement=args.min_agreement,
             )
         report = xc.conversion_report(
