@@ -4,7 +4,8 @@ For each zoo pair (XNORAlexNet / BWNAlexNet vs AlexNet, XNORResNet18 / BWNResNet
 batch 1, on this machine:
 
 * host inference latency: the LCE-converted binary model on LCE's interpreter (indirect BGEMM,
-  its fastest binary kernel on x86) vs the float twin converted by TFLite's converter on
+  its fastest binary kernel on x86, and XNNPACK for its float ops) vs the float twin converted
+  by TFLite's converter on
   tf.lite.Interpreter (XNNPACK), 1 and 2 threads, median (min-max) of --runs runs after warm-up;
   the float twin's LCE conversion is timed too, to show whether the converter matters;
 * flatbuffer sizes and the Keras float32 weight size;
@@ -12,9 +13,9 @@ batch 1, on this machine:
 * conversion time (xnor_keras.convert.timed_convert) and peak RSS of every conversion and
   inference, each in its own process (bench/_worker.py) so that peaks do not mix;
 * diagnostics (default in full mode): per-op time of the converted models (each op cut out into
-  its own flatbuffer and timed on the same runtime), LCE's interpreter with XNNPACK for the float
-  ops, pad_values=1 variants, where conversion time goes, and the cost of the binarization
-  functions in a training step.
+  its own flatbuffer and timed on the same runtime), LCE's interpreter without XNNPACK,
+  pad_values=1 and int8-first/last-layer variants, where conversion time goes, and the cost of
+  the binarization functions in a training step.
 
 Writes a JSON file and a PNG chart under --output-dir and the tables into a Markdown file
 (BENCHMARKS.md at the repository root in full mode; text outside its generated block is kept).
@@ -278,7 +279,7 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
                 memory.append(configs[-1])
 
         for binary in binaries:
-            add(binary, "lce", "lce")
+            add(binary, "lce", "lce", xnnpack=True)
             if kind_of(binary) == "bwn" and checks:  # no LCE ops in a BWN flatbuffer: tf.lite runs it too
                 add(binary, "lce", "tflite")
         add(flt, "tflite", "tflite")
@@ -286,10 +287,9 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
             add(flt, "lce", "tflite")
         if diagnostics:
             binary = binaries[0]
-            add(binary, "lce", "lce", xnnpack=True, variant="xnnpack")
-            add(binary, "lce", "lce", variant="pad_values=1", path=fb(binary, "lce", ".pad1"))
-            add(binary, "lce", "lce", variant="int8", path=fb(binary, "lce", ".int8"))
-            add(binary, "lce", "lce", xnnpack=True, variant="int8+xnnpack", path=fb(binary, "lce", ".int8"))
+            add(binary, "lce", "lce", variant="no-xnnpack")
+            add(binary, "lce", "lce", xnnpack=True, variant="pad_values=1", path=fb(binary, "lce", ".pad1"))
+            add(binary, "lce", "lce", xnnpack=True, variant="int8", path=fb(binary, "lce", ".int8"))
         steps.append(("latency", f"latency, {flt} family: {len(configs)} configurations interleaved, "
                       f"{args.runs} runs each per thread count", "latency_family",
                       {"configs": configs, "threads": list(THREADS), "runs": args.runs, "warmup": args.warmup,
@@ -486,7 +486,9 @@ def primary_latency(data: dict, model: str) -> dict | None:
     """Binary models: LCE on LCE's interpreter; float twins: TFLiteConverter on tf.lite."""
     if kind_of(model) == "float":
         return find_latency(data, model, "tflite", "tflite")
-    return find_latency(data, model, "lce", "lce")
+    # Fastest setting of LCE's interpreter here: indirect BGEMM for the binary convolutions and
+    # XNNPACK for the float ones (older result files have only the run without XNNPACK).
+    return find_latency(data, model, "lce", "lce", xnnpack=True) or find_latency(data, model, "lce", "lce")
 
 
 def pairs(data: dict) -> list[dict]:
@@ -725,7 +727,8 @@ def markdown(data: dict) -> str:
         f"**Setup:** input {meta['sizes']['AlexNet']}x{meta['sizes']['AlexNet']} (AlexNet family), "
         f"{meta['sizes']['ResNet18']}x{meta['sizes']['ResNet18']} (ResNet-18 family), 1000 classes, batch 1, "
         "untrained weights (latency does not depend on them). Binary models: `xnor_keras.convert.timed_convert` "
-        "(LCE 0.16) on LCE's interpreter with `use_indirect_bgemm=True`. Float twins: "
+        "(LCE 0.16) on LCE's interpreter with `use_indirect_bgemm=True` and `use_xnnpack=True` (its fastest "
+        "setting here: binary convolutions on indirect BGEMM, float ones on XNNPACK). Float twins: "
         "`tf.lite.TFLiteConverter.from_keras_model` on `tf.lite.Interpreter` (XNNPACK). Latency: median "
         f"(min–max) of {meta['runs']} runs. All latency configurations of a family (AlexNet or ResNet-18) run "
         f"interleaved in one process, in {meta.get('rounds', 10)} rounds with the order rotated (each round: create "
@@ -758,7 +761,8 @@ def markdown(data: dict) -> str:
             if row["model"] != model:
                 continue
             conv = "LCE" if row["converter"] == "lce" else "TFLiteConverter"
-            rt = "LCE interpreter (indirect BGEMM)" if row["runtime"] == "lce" else "tf.lite (XNNPACK)"
+            rt = ("LCE interpreter (indirect BGEMM" + (" + XNNPACK)" if row["xnnpack"] else ")")
+                  if row["runtime"] == "lce" else "tf.lite (XNNPACK)")
             primary = row is primary_latency(data, model)
             speed = ""
             flt = primary_latency(data, family_of(model))
@@ -858,8 +862,9 @@ def markdown(data: dict) -> str:
                 speed = " / ".join(f"{flt['latency'][t]['median_ms'] / row['latency'][t]['median_ms']:.2f}x"
                                    for t in row["latency"])
             desc = {"xnnpack": "LCE interpreter with use_xnnpack=True (float ops on XNNPACK)",
-                    "pad_values=1": "pad_values=1.0 (binary padding), LCE interpreter",
-                    "int8": "int8_float_layers=True (int8 first/last layers), LCE interpreter",
+                    "no-xnnpack": "LCE interpreter without XNNPACK (use_xnnpack=False: float ops on its own kernels)",
+                    "pad_values=1": "pad_values=1.0 (binary padding), LCE interpreter + XNNPACK",
+                    "int8": "int8_float_layers=True (int8 first/last layers), LCE interpreter + XNNPACK",
                     "int8+xnnpack": "int8_float_layers=True, LCE interpreter with use_xnnpack=True"}[row["variant"]]
             lines.append(f"| {row['model']}{_dagger(row)} | {desc} | {_mb(size)} | {_ms(row['latency'].get('1'))} | "
                          f"{_ms(row['latency'].get('2'))} | {speed} |")
@@ -995,7 +1000,8 @@ def console_summary(data: dict) -> str:
         row = primary_latency(data, model)
         if not row:
             continue
-        rt = "LCE interp. (indirect BGEMM)" if row["runtime"] == "lce" else "tf.lite (XNNPACK)"
+        rt = ("LCE interp. (indirect BGEMM" + (" + XNNPACK)" if row["xnnpack"] else ")")
+              if row["runtime"] == "lce" else "tf.lite (XNNPACK)")
         sp = ""
         if model in pair_by and pair_by[model]["latency_ratio"]:
             sp = " / ".join(f"{r:.2f}x" for r in pair_by[model]["latency_ratio"].values())

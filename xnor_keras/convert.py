@@ -590,16 +590,28 @@ def op_histogram(flatbuffer: bytes) -> dict[str, int]:
     return dict(collections.Counter(op_names(flatbuffer)).most_common())
 
 
-def _interpreter(flatbuffer: bytes, num_threads: int = 1):
+def _interpreter(flatbuffer: bytes, num_threads: int = 1, use_xnnpack: bool = False):
     # Indirect BGEMM is LCE's fastest binary-conv kernel on x86 (3-4x its default there).
-    return lce.testing.Interpreter(flatbuffer, num_threads=num_threads, use_indirect_bgemm=True)
+    return lce.testing.Interpreter(
+        flatbuffer, num_threads=num_threads, use_indirect_bgemm=True, use_xnnpack=use_xnnpack
+    )
 
 
 def measure_latency(
-    flatbuffer: bytes, x: np.ndarray, *, runs: int = 20, warmup: int = 3, num_threads: int = 1
+    flatbuffer: bytes,
+    x: np.ndarray,
+    *,
+    runs: int = 20,
+    warmup: int = 3,
+    num_threads: int = 1,
+    use_xnnpack: bool = True,
 ) -> dict:
-    """Host latency of one batch `x` on LCE's interpreter: median, min and max in ms."""
-    interpreter = _interpreter(flatbuffer, num_threads)
+    """Host latency of one batch `x` on LCE's interpreter: median, min and max in ms.
+
+    Runs LCE's fastest setting on x86: indirect BGEMM for binary convolutions and, with
+    `use_xnnpack` (default), XNNPACK for the float and int8 ops (the first and last layers).
+    """
+    interpreter = _interpreter(flatbuffer, num_threads, use_xnnpack)
     x = np.asarray(x, np.float32)
     for _ in range(warmup):
         interpreter.predict(x)
@@ -614,6 +626,7 @@ def measure_latency(
         "max_ms": float(max(times)),
         "runs": runs,
         "threads": num_threads,
+        "xnnpack": use_xnnpack,
     }
 
 
