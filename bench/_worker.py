@@ -151,11 +151,16 @@ def task_latency_family(args: dict) -> dict:
         for r in range(rounds):
             for c in configs[r % len(configs):] + configs[: r % len(configs)]:
                 run = _runner(blobs[c["flatbuffer"]], c["runtime"], threads, c.get("xnnpack", False))
-                times[c["key"]] += _time_calls(run, per_round, args["warmup"])
+                times[c["key"]].append(_time_calls(run, per_round, args["warmup"]))
                 del run
                 gc.collect()
-        for key, values in times.items():
-            results[key][str(threads)] = _summary(values)
+        for key, per_round_times in times.items():
+            results[key][str(threads)] = {
+                **_summary([t for chunk in per_round_times for t in chunk]),
+                # Round r of every configuration ran within seconds of the others: ratios taken
+                # round by round compare runs that saw the same machine speed.
+                "round_medians": [float(np.median(chunk)) for chunk in per_round_times],
+            }
     return {"latency": results}
 
 

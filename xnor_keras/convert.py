@@ -149,10 +149,10 @@ def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
         if isinstance(layer, _ScaledBinaryMixin):
             # Our layers compute conv(x, sign(W)) * alpha (exact at ties): store sign(W) and
             # give alpha as a constant, which LCE folds into its binary conv's output scale.
-            # Computed by the original layer's own code, so the copy's alpha is bit for bit
-            # the one the Keras model uses.
+            # Computed by the original layer's own code, eagerly: XLA would compile one program
+            # per kernel shape in every fresh process (~1 s for AlexNet), for a single use.
             with lq.context.quantized_scope(True):
-                unit_kernel, alpha = original._unit_kernel_and_alpha(original.kernel)
+                unit_kernel, alpha = original._unit_kernel_and_alpha(original.kernel, compiled=False)
             kernel.latent_variable.assign(unit_kernel)
             layer._inference_alpha = tf.constant(alpha.numpy())
             if _lce_misreads_zero_padding(layer):

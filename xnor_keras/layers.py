@@ -105,7 +105,7 @@ class _ScaledBinaryMixin:
     # is this constant, so LCE sees a constant binary filter followed by a per-channel scale.
     _inference_alpha = None
 
-    def _unit_kernel_and_alpha(self, kernel):
+    def _unit_kernel_and_alpha(self, kernel, compiled: bool = True):
         """(sign(W), alpha) of `kernel`, alpha of shape (out,).
 
         `kernel` is larq's quantized kernel variable (its latent weights are then binarized in
@@ -123,12 +123,13 @@ class _ScaledBinaryMixin:
             # larq's quantized kernel variable: binarize its latent weights in one step instead
             # of running the quantizer (alpha * sign(W)) and dividing alpha back out.
             return xq.unit_sign_and_scale(
-                tf.convert_to_tensor(latent), quantizer.gradient, quantizer.clip_value
+                tf.convert_to_tensor(latent), quantizer.gradient, quantizer.clip_value,
+                compiled=compiled,
             )
         kernel = tf.convert_to_tensor(kernel)
         if self._inference_alpha is not None:
             return kernel, tf.cast(self._inference_alpha, kernel.dtype)
-        return _split_unit_and_alpha(kernel)
+        return (_split_unit_and_alpha if compiled else _split)(kernel)
 
     def _scaled(self, inputs, compute):
         """Run `compute(inputs)` with bias and activation held back, times K, then them."""

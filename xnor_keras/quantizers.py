@@ -221,7 +221,7 @@ def _scaled_weight_sign_fn(gradient: str, clip_value: float):
 
 
 def unit_sign_and_scale(
-    w: tf.Tensor, gradient: str = "paper", clip_value: float = 1.0
+    w: tf.Tensor, gradient: str = "paper", clip_value: float = 1.0, *, compiled: bool = True
 ) -> tuple[tf.Tensor, tf.Tensor]:
     r"""sign(W) and alpha apart, for layers computing :math:`(x \circledast \mathrm{sign}(W))\,\alpha`.
 
@@ -235,19 +235,22 @@ def unit_sign_and_scale(
     here, where ``"paper"`` would give it :math:`g/n`.
 
     Layers use this instead of the quantizer followed by a division by alpha: the same result
-    in about half the passes over the kernel.
+    in about half the passes over the kernel. With `compiled` (default) it runs XLA-compiled
+    (see :data:`XLA`); ``compiled=False`` skips the compilation, for a one-off evaluation such
+    as the converter's (alpha may then differ in its last bit: float rounding of the mean).
     """
     gradient = _check_gradient(gradient)
     clip_value = _check_clip_value(clip_value)
     w = tf.convert_to_tensor(w)
     _check_kernel_rank(w)
-    return _unit_sign_and_scale_fn(gradient, clip_value)(w)
+    return _unit_sign_and_scale_fn(gradient, clip_value, compiled)(w)
 
 
 @functools.lru_cache(maxsize=None)
-def _unit_sign_and_scale_fn(gradient: str, clip_value: float):
+def _unit_sign_and_scale_fn(gradient: str, clip_value: float, compiled: bool = True):
+    wrap = _compiled if compiled else (lambda fn: fn)
     if gradient == "autodiff":
-        return _compiled(
+        return wrap(
             lambda w: (binary_activation(w, clip_value), tf.reshape(weight_scale(w), [-1]))
         )
 
@@ -264,7 +267,7 @@ def _unit_sign_and_scale_fn(gradient: str, clip_value: float):
 
         return (lq.math.sign(w), tf.stop_gradient(alpha)), grad
 
-    return _compiled(_unit_sign)
+    return wrap(_unit_sign)
 
 
 def input_scale(
