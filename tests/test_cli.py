@@ -210,13 +210,15 @@ def test_int8_float_layers_make_the_float_convolutions_int8(tmp_path, capsys):
     calibration = tmp_path / "calibration.npy"
     np.save(calibration, np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32))
     out = tmp_path / "r.tflite"
-    code, _, stderr = run(
+    code, stdout, stderr = run(
         ["XNORResNet18", "--input-shape", "32,32,3", "--classes", "10", "--no-verify", "--no-float-twin",
          "--int8-float-layers", "--calibration-data", calibration, "-o", out],
         capsys,
     )
     assert code == 0, stderr
     assert "int8 full-precision layers" in stderr
+    assert ("int8 layers (int8 weights and activations): conv1, conv3_block1_0_conv, "
+            "conv4_block1_0_conv, conv5_block1_0_conv, fc") in stdout
     flatbuffer = out.read_bytes()
     m = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     graph = m.subgraphs[0]

@@ -720,6 +720,9 @@ def test_int8_float_layers_become_int8_ops_and_binary_layers_stay_binary(int8_co
     histogram = convert.op_histogram(int8)
     assert histogram["LceBconv2d"] == convert.op_histogram(plain)["LceBconv2d"] == 2
     assert {"QUANTIZE", "DEQUANTIZE"} <= set(histogram)
+    model = int8_converted[0]
+    assert convert.conversion_report(model, int8).int8_layers == ["first", "last"]
+    assert convert.conversion_report(model, plain).int8_layers == []
 
 
 def _filter_bytes(flatbuffer: bytes) -> list[tuple[int, int]]:

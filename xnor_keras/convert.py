@@ -821,6 +821,7 @@ class ConversionReport:
     conversion_seconds: float | None = None
     float_twin_flatbuffer_bytes: int | None = None
     verification: Verification | None = None
+    int8_layers: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def binary_macs(self) -> int:
@@ -860,6 +861,8 @@ class ConversionReport:
             f"({self.binary_mac_fraction:.1%})"
         )
         lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in self.op_histogram.items()))
+        if self.int8_layers:
+            lines.append(f"int8 layers (int8 weights and activations): {', '.join(self.int8_layers)}")
         size = (
             f"flatbuffer {self.flatbuffer_bytes / 2**20:.2f} MiB; Keras float32 weights "
             f"{self.keras_float32_bytes / 2**20:.2f} MiB "
@@ -914,6 +917,24 @@ def _ops_by_layer(flatbuffer: bytes) -> dict[str, list[str]]:
         for layer in dict.fromkeys(owners):
             by_layer[layer].append(name)
     return by_layer
+
+
+def _int8_layers(flatbuffer: bytes) -> list[str]:
+    """Layers whose CONV_2D / FULLY_CONNECTED op runs with int8 weights (int8_float_layers)."""
+    schema, model = _schema_model(flatbuffer)
+    graph = model.subgraphs[0]
+    found: dict[str, None] = {}
+    for op in graph.operators:
+        if _op_name(schema, model, op) not in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            continue
+        if graph.tensors[op.inputs[1]].type != schema.TensorType.INT8:
+            continue
+        # The weights' tensor is named after the layer whose kernel it is.
+        for layer in _tensor_layers(graph.tensors[op.inputs[1]].name) or [
+            layer for i in op.outputs for layer in _tensor_layers(graph.tensors[i].name)
+        ]:
+            found[layer] = None
+    return list(found)
 
 
 def _layer_note(layer, ops: list[str], binary: bool) -> str:
@@ -981,6 +1002,7 @@ def conversion_report(
         conversion_seconds=conversion_seconds,
         float_twin_flatbuffer_bytes=float_twin_flatbuffer_bytes,
         verification=verification,
+        int8_layers=_int8_layers(flatbuffer),
     )
 
 
