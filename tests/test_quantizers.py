@@ -406,3 +406,35 @@ def test_quant_conv2d_mixed_float16_policy(rng):
     oracle = numpy_conv2d(numpy_sign(x.numpy()), _alpha(kernel) * numpy_sign(kernel))
     np.testing.assert_allclose(y.numpy(), oracle, rtol=5e-3, atol=5e-3)
     assert np.isfinite(grad.numpy()).all()
+
+
+_BINARIZE_AND_GRADIENT = """
+import json, os
+os.environ["XNOR_KERAS_XLA"] = {xla!r}
+import numpy as np
+import xnor_keras
+import tensorflow as tf
+from xnor_keras import quantizers
+
+w = tf.Variable(np.random.default_rng(4).uniform(-1.5, 1.5, (3, 3, 8, 5)).astype(np.float32))
+dy = tf.constant(np.random.default_rng(5).standard_normal((3, 3, 8, 5)).astype(np.float32))
+with tf.GradientTape() as tape:
+    unit, alpha = quantizers.unit_sign_and_scale(w, "paper")
+    loss = tf.reduce_sum(unit * dy) + tf.reduce_sum(alpha)
+grad = tape.gradient(loss, w)
+print(json.dumps({{"xla": quantizers.XLA, "unit": unit.numpy().tolist(), "alpha": alpha.numpy().tolist(),
+                  "grad": grad.numpy().tolist()}}))
+"""
+
+
+def test_xla_can_be_turned_off_and_gives_the_same_binarization():
+    from xnor_keras.testing_utils import run_python
+
+    on = json.loads(run_python(_BINARIZE_AND_GRADIENT.format(xla="1")).strip().splitlines()[-1])
+    off = json.loads(run_python(_BINARIZE_AND_GRADIENT.format(xla="0")).strip().splitlines()[-1])
+    assert on["xla"] is True and off["xla"] is False
+    np.testing.assert_array_equal(on["unit"], off["unit"])
+    np.testing.assert_allclose(on["alpha"], off["alpha"], rtol=1e-6)
+    np.testing.assert_allclose(on["grad"], off["grad"], rtol=1e-5, atol=1e-7)
+    w = np.random.default_rng(4).uniform(-1.5, 1.5, (3, 3, 8, 5)).astype(np.float32)
+    np.testing.assert_allclose(off["alpha"], np.abs(w).mean(axis=(0, 1, 2)), rtol=1e-6)
