@@ -455,31 +455,31 @@ def task_quantizer_cost(args: dict) -> dict:
             activations.append(tf.random.normal((batch, *layer.input_shape[1:])))
     clip = lq.constraints.WeightClip(1.0)
 
-    @tf.function
-    def weights_step():
-        with tf.GradientTape() as tape:
-            parts = []
-            for kernel in kernels:
-                unit, alpha = xq.unit_sign_and_scale(kernel, "paper")  # the zoo default gradient
-                parts.append(tf.reduce_sum(unit) + tf.reduce_sum(alpha))
-            total = tf.add_n(parts)
-        grads = tape.gradient(total, kernels)
-        for kernel, grad in zip(kernels, grads):
-            kernel.assign(clip(kernel - 1e-9 * grad))
-        return total
+    def kernel_step(binarize):
+        """Forward + backward of `binarize(layer, kernel) -> (sign(W), alpha)` over every kernel,
+        then the update with WeightClip, as one training step applies them."""
 
-    @tf.function
-    def unfused_step():  # alpha * sign(W), then split into sign(W) and alpha
-        with tf.GradientTape() as tape:
-            parts = []
-            for layer, kernel in zip(layers, kernels):
-                unit, alpha = layer._unit_kernel_and_alpha(xq.scaled_weight_sign(kernel, "paper"))
-                parts.append(tf.reduce_sum(unit) + tf.reduce_sum(alpha))
-            total = tf.add_n(parts)
-        grads = tape.gradient(total, kernels)
-        for kernel, grad in zip(kernels, grads):
-            kernel.assign(clip(kernel - 1e-9 * grad))
-        return total
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                parts = []
+                for layer, kernel in zip(layers, kernels):
+                    unit, alpha = binarize(layer, kernel)
+                    parts.append(tf.reduce_sum(unit) + tf.reduce_sum(alpha))
+                total = tf.add_n(parts)
+            grads = tape.gradient(total, kernels)
+            for kernel, grad in zip(kernels, grads):
+                kernel.assign(clip(kernel - 1e-9 * grad))
+            return total
+
+        return step
+
+    # The layers' path ("paper", the zoo default gradient), and the path before the fused step:
+    # alpha * sign(W), then split into sign(W) and alpha.
+    weights_step = kernel_step(lambda layer, kernel: xq.unit_sign_and_scale(kernel, "paper"))
+    unfused_step = kernel_step(
+        lambda layer, kernel: layer._unit_kernel_and_alpha(xq.scaled_weight_sign(kernel, "paper"))
+    )
 
     @tf.function
     def clip_only_step():  # larq's WeightClip alone: the part every latent-weight model pays

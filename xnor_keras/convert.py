@@ -317,16 +317,14 @@ class _Range:
 def _fake_quant_kernel(kernel: tf.Tensor, per_channel: bool) -> tf.Tensor:
     """Symmetric int8 (narrow range), what TFLite's int8 kernels expect: per output channel for
     convolutions, per tensor for Dense (LCE 0.16 cannot transpose a per-channel FC kernel)."""
-    if not per_channel:
-        bound = tf.maximum(tf.reduce_max(tf.abs(kernel)), 1e-8)
-        return tf.quantization.fake_quant_with_min_max_vars(
-            kernel, -bound, bound, num_bits=8, narrow_range=True
-        )
-    axes = list(range(kernel.shape.rank - 1))
+    axes = list(range(kernel.shape.rank - 1)) if per_channel else None
     bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
-    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        kernel, -bound, bound, num_bits=8, narrow_range=True
+    fake_quant = (
+        tf.quantization.fake_quant_with_min_max_vars_per_channel
+        if per_channel
+        else tf.quantization.fake_quant_with_min_max_vars
     )
+    return fake_quant(kernel, -bound, bound, num_bits=8, narrow_range=True)
 
 
 def _int8_call(layer, input_range: _Range, output_range: _Range | None):
@@ -406,6 +404,16 @@ def quantize_float_layers(copy: tf.keras.Model, calibration_data, batch_size: in
     return names
 
 
+def _prepared_copy(model: tf.keras.Model, calibration_data: np.ndarray | None = None) -> tf.keras.Model:
+    """The model LCE is given: the inference copy with centred sign thresholds and, when
+    `calibration_data` is given (already checked), int8 fake quantization of the float layers."""
+    copy = inference_copy(model)
+    _center_sign_thresholds(copy)
+    if calibration_data is not None:
+        quantize_float_layers(copy, calibration_data)
+    return copy
+
+
 def _lce_convert(model: tf.keras.Model, **options) -> bytes:
     """LCE's conversion of `model`, through a SavedModel that holds only the serving function.
 
@@ -477,12 +485,8 @@ def convert(
                 f"Expected `{name}` to be one of {tuple(_IO_TYPES)}, got {value!r}. "
                 f"Received: {name}={value!r}"
             )
-    if int8_float_layers:
-        calibration_data = _check_calibration_data(model, calibration_data)
-    copy = inference_copy(model)
-    _center_sign_thresholds(copy)
-    if int8_float_layers:
-        quantize_float_layers(copy, calibration_data)
+    calibration = _check_calibration_data(model, calibration_data) if int8_float_layers else None
+    copy = _prepared_copy(model, calibration)
     try:
         flatbuffer = _lce_convert(
             copy,
@@ -521,11 +525,7 @@ def int8_reference(model: tf.keras.Model, calibration_data) -> tf.keras.Model:
     by int8 rounding), and to measure what int8 costs in accuracy on your data.
     """
     _check_model(model)
-    data = _check_calibration_data(model, calibration_data)
-    copy = inference_copy(model)
-    _center_sign_thresholds(copy)
-    quantize_float_layers(copy, data)
-    return copy
+    return _prepared_copy(model, _check_calibration_data(model, calibration_data))
 
 
 def _unknown_custom_ops(flatbuffer: bytes) -> list[str]:
@@ -728,8 +728,7 @@ def verify(
     actual = np.asarray(run_flatbuffer(flatbuffer, x), np.float64).reshape(expected.shape)
     max_abs, max_rel, agreement = _compare(expected, actual)
 
-    reference_model = inference_copy(model)
-    _center_sign_thresholds(reference_model)
+    reference_model = _prepared_copy(model)
     reference = np.asarray(reference_model(x, training=False), np.float64)
     _, ref_rel, ref_agreement = _compare(reference, actual)
 

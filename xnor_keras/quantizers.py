@@ -47,9 +47,9 @@ float rounding of alpha's mean.
 """
 
 
-def _compiled(fn):
-    """`fn` as an XLA-compiled tf.function (or unchanged when :data:`XLA` is off)."""
-    if not XLA:
+def _compiled(fn, enabled: bool = True):
+    """`fn` as an XLA-compiled tf.function (unchanged when :data:`XLA` is off or not `enabled`)."""
+    if not (XLA and enabled):
         return fn
     return tf.function(fn, jit_compile=True, autograph=False)
 
@@ -248,10 +248,10 @@ def unit_sign_and_scale(
 
 @functools.lru_cache(maxsize=None)
 def _unit_sign_and_scale_fn(gradient: str, clip_value: float, compiled: bool = True):
-    wrap = _compiled if compiled else (lambda fn: fn)
     if gradient == "autodiff":
-        return wrap(
-            lambda w: (binary_activation(w, clip_value), tf.reshape(weight_scale(w), [-1]))
+        return _compiled(
+            lambda w: (binary_activation(w, clip_value), tf.reshape(weight_scale(w), [-1])),
+            compiled,
         )
 
     @tf.custom_gradient
@@ -267,7 +267,7 @@ def _unit_sign_and_scale_fn(gradient: str, clip_value: float, compiled: bool = T
 
         return (lq.math.sign(w), tf.stop_gradient(alpha)), grad
 
-    return wrap(_unit_sign)
+    return _compiled(_unit_sign, compiled)
 
 
 def input_scale(
