@@ -1,0 +1,44 @@
+"""Runs inside the emulated arm64 target: one flatbuffer on xnor_lite's Interpreter.
+
+Called by `xnor_lite.emulate.Arm64Target.predict` as
+`python3 -m xnor_lite._guest REQUEST.json`; the request names the flatbuffer, the inputs
+(.npy), the interpreter settings and where the outputs go (.npy). Prints one JSON line with the
+library's build info and the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+
+import numpy as np
+
+from xnor_lite.interpreter import Interpreter
+from xnor_lite.library import load_library
+
+
+def main(request_path: str) -> int:
+    with open(request_path) as f:
+        request = json.load(f)
+    library = load_library(request["library"])
+    interpreter = Interpreter(
+        request["flatbuffer"],
+        num_threads=request["num_threads"],
+        kernel=request["kernel"],
+        use_xnnpack=request["use_xnnpack"],
+        library=library,
+    )
+    outputs = interpreter.predict(np.load(request["inputs"]))
+    del interpreter
+    np.save(request["outputs"], outputs)
+    print(json.dumps({
+        "machine": platform.machine(),
+        "build_info": library.build_info,
+        "live_backend_contexts": library.live_backend_contexts(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,122 @@
+"""Loading the LCE op library and checking that it fits the installed LiteRT runtime."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from xnor_lite import build
+
+__all__ = ["LibraryError", "OpLibrary", "find_library", "load_library"]
+
+# The pip distribution that provides the runtime the library plugs into.
+RUNTIME_DISTRIBUTION = "ai-edge-litert"
+KERNELS = {"default": 0, "indirect_bgemm": 1, "reference": 2}
+
+
+class LibraryError(RuntimeError):
+    """The op library is missing, unloadable, or built for another runtime."""
+
+
+def runtime_version() -> str:
+    """Version of the installed `ai-edge-litert` distribution."""
+    try:
+        return metadata.version(RUNTIME_DISTRIBUTION)
+    except metadata.PackageNotFoundError as error:
+        raise LibraryError(
+            f"`{RUNTIME_DISTRIBUTION}` is not installed: "
+            f"pip install {RUNTIME_DISTRIBUTION}=={build.LITERT_VERSION}"
+        ) from error
+
+
+class OpLibrary:
+    """A loaded op library: its build info and its registerer."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._lib = ctypes.CDLL(str(self.path))
+        except OSError as error:
+            raise LibraryError(f"Cannot load the op library {self.path}: {error}") from error
+        try:
+            info = self._lib.xnor_lite_build_info
+            self._register = self._lib.xnor_lite_register_ops
+            self._live = self._lib.xnor_lite_live_backend_contexts
+        except AttributeError as error:
+            raise LibraryError(
+                f"{self.path} is not an xnor_lite op library (no xnor_lite_* functions)."
+            ) from error
+        info.restype = ctypes.c_char_p
+        self._register.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self._register.restype = ctypes.c_int
+        self._live.restype = ctypes.c_int
+        self.build_info = dict(item.split("=", 1) for item in info().decode().split())
+
+    def check_runtime(self) -> None:
+        """Raises LibraryError unless the library fits this process's runtime and machine."""
+        built_for = self.build_info.get("litert")
+        installed = runtime_version()
+        if built_for != installed:
+            raise LibraryError(
+                f"{self.path.name} was built against LiteRT {built_for}, but "
+                f"{RUNTIME_DISTRIBUTION} {installed} is installed: its op resolver's layout may "
+                f"differ. Install {RUNTIME_DISTRIBUTION}=={built_for}, or rebuild for "
+                f"{installed} (python -m xnor_lite.build)."
+            )
+        if str(self.build_info.get("xnor_lite")) != str(build.ABI_VERSION):
+            raise LibraryError(
+                f"{self.path.name} has interface version {self.build_info.get('xnor_lite')}, "
+                f"this xnor_lite needs {build.ABI_VERSION}: rebuild it (python -m xnor_lite.build)."
+            )
+
+    def registerer(self, kernel: str):
+        """A `custom_op_registerers` entry that adds LCE's ops with the `kernel` choice."""
+        if kernel not in KERNELS:
+            raise ValueError(
+                f"Expected `kernel` to be one of {sorted(KERNELS)}, got {kernel!r}."
+            )
+        code = KERNELS[kernel]
+
+        def register(resolver_address: int) -> None:
+            if self._register(resolver_address, code) != 0:
+                raise LibraryError(f"the op library refused kernel {kernel!r}")
+
+        return register
+
+    def live_backend_contexts(self) -> int:
+        """How many per-interpreter CPU backend contexts exist now."""
+        return self._live()
+
+
+_LOADED: dict[Path, OpLibrary] = {}
+
+
+def find_library() -> Path | None:
+    """The op library to use: `$XNOR_LITE_LIBRARY`, else the built one in the cache, else None."""
+    if os.environ.get("XNOR_LITE_LIBRARY"):
+        return Path(os.environ["XNOR_LITE_LIBRARY"])
+    path = build.library_path(platform.machine())
+    return path if path.exists() else None
+
+
+def load_library(path: str | os.PathLike | None = None) -> OpLibrary:
+    """Loads (once per process) and checks the op library at `path` (default: `find_library()`)."""
+    if path is None:
+        path = find_library()
+        if path is None:
+            raise LibraryError(
+                "No xnor_lite op library found for this machine "
+                f"({build.library_path(platform.machine())}). Build it once with "
+                "`python -m xnor_lite.build`, or set XNOR_LITE_LIBRARY to a built library."
+            )
+    path = Path(path).resolve()
+    if not path.exists():
+        raise LibraryError(f"Expected `library` to be a built op library, got a missing file: {path}")
+    if path not in _LOADED:
+        library = OpLibrary(path)
+        library.check_runtime()
+        _LOADED[path] = library
+    return _LOADED[path]
