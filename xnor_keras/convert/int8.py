@@ -1,0 +1,173 @@
+"""int8 for the full-precision layers, and the prepared copy that LCE is given.
+
+* :func:`quantize_float_layers` adds fake-quant ops (calibrated activation ranges, per-channel
+  int8 kernels) that LCE's converter turns into int8 ops.
+* :func:`int8_reference` is the Keras model that computes what the int8 flatbuffer computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from xnor_keras.convert._common import ConversionError, _check_model, _walk_layers
+from xnor_keras.convert.prepare import _center_sign_thresholds, inference_copy
+
+__all__ = ["int8_reference", "quantize_float_layers"]
+
+
+def _int8_candidates(model: tf.keras.Model) -> list:
+    """Plain Keras Conv2D / Dense layers (the full-precision first and last layers of the zoo
+    models, ResNet's 1x1 shortcuts): LCE keeps them as float ops, int8 makes them 4x smaller."""
+    return [
+        layer
+        for layer in _walk_layers(model)
+        if type(layer) in (tf.keras.layers.Conv2D, tf.keras.layers.Dense)
+        and not (type(layer) is tf.keras.layers.Dense and len(layer.input_shape) != 2)
+    ]
+
+
+def _fusable_chain_end(layer):
+    """The last of the layers that LCE fuses into `layer`'s op: BatchNorms that follow it one by
+    one, then at most one ReLU. The output range is measured there; or `layer` itself."""
+    end = layer
+    if getattr(layer, "activation", None) not in (None, tf.keras.activations.linear, tf.keras.activations.relu):
+        return end
+    while len(end.outbound_nodes) == 1:
+        nxt = end.outbound_nodes[0].outbound_layer
+        relu = isinstance(nxt, tf.keras.layers.ReLU) or (
+            isinstance(nxt, tf.keras.layers.Activation)
+            and nxt.activation in (tf.keras.activations.linear, tf.keras.activations.relu)
+        )
+        if not (relu or isinstance(nxt, tf.keras.layers.BatchNormalization)) or len(nxt.inbound_nodes) != 1:
+            break
+        end = nxt
+        if relu:  # BatchNorms fold into the op, then one activation fuses; nothing after it
+            break
+    return end
+
+
+class _Range:
+    """Min/max of a tensor over the calibration data (always containing 0), then its fake quant."""
+
+    def __init__(self):
+        self.low, self.high, self.frozen = 0.0, 0.0, False
+
+    def __call__(self, x):
+        if not self.frozen:
+            self.low = min(self.low, float(tf.reduce_min(x)))
+            self.high = max(self.high, float(tf.reduce_max(x)))
+            return x
+        high = self.high if self.high > self.low else self.low + 1e-6
+        return tf.quantization.fake_quant_with_min_max_args(x, min=self.low, max=high, num_bits=8)
+
+
+def _fake_quant_kernel(kernel: tf.Tensor, per_channel: bool) -> tf.Tensor:
+    """Symmetric int8 (narrow range), what TFLite's int8 kernels expect: per output channel for
+    convolutions, per tensor for Dense (LCE 0.16 cannot transpose a per-channel FC kernel)."""
+    axes = list(range(kernel.shape.rank - 1)) if per_channel else None
+    bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+    fake_quant = (
+        tf.quantization.fake_quant_with_min_max_vars_per_channel
+        if per_channel
+        else tf.quantization.fake_quant_with_min_max_vars
+    )
+    return fake_quant(kernel, -bound, bound, num_bits=8, narrow_range=True)
+
+
+def _int8_call(layer, input_range: _Range, output_range: _Range | None):
+    activation = layer.activation
+
+    def call(inputs, *args, **kwargs):
+        inputs = input_range(inputs)
+        conv = isinstance(layer, tf.keras.layers.Conv2D)
+        kernel = _fake_quant_kernel(tf.convert_to_tensor(layer.kernel), per_channel=conv)
+        if conv:
+            y = layer.convolution_op(inputs, kernel)
+        else:
+            y = tf.matmul(inputs, kernel)
+        if layer.use_bias:
+            y = tf.nn.bias_add(y, layer.bias)
+        if output_range is not None:  # an activation LCE does not fuse (softmax): quantize before it
+            y = output_range(y)
+        return activation(y) if activation is not None else y
+
+    return call
+
+
+def _output_call(original_call, output_range: _Range):
+    def call(inputs, *args, **kwargs):
+        return output_range(original_call(inputs, *args, **kwargs))
+
+    return call
+
+
+def _check_calibration_data(model: tf.keras.Model, calibration_data) -> np.ndarray:
+    if calibration_data is None:
+        raise ConversionError(
+            "Expected `calibration_data` with `int8_float_layers=True`: a few dozen typical "
+            "inputs (preprocessed as for the model) from which the int8 ranges of the "
+            "activations are measured. Received: calibration_data=None"
+        )
+    data = np.asarray(calibration_data, np.float32)
+    expected = tuple(model.inputs[0].shape[1:])
+    if data.ndim != len(expected) + 1 or any(
+        e is not None and e != d for e, d in zip(expected, data.shape[1:])
+    ):
+        raise ConversionError(
+            f"Expected `calibration_data` of shape (n, {', '.join(str(d) for d in expected)}), "
+            f"got {data.shape}. Received: calibration_data.shape={data.shape}"
+        )
+    return data
+
+
+def quantize_float_layers(copy: tf.keras.Model, calibration_data, batch_size: int = 16) -> list[str]:
+    """Make the plain Conv2D / Dense layers of an inference copy int8 for LCE, in place.
+
+    Each such layer gets fake-quant ops that LCE's converter turns into an int8 op: its input
+    and its output (after the BatchNorm and ReLU that follow it, which LCE fuses) at int8 with
+    ranges measured on `calibration_data`, its kernel at symmetric per-channel int8. Binary
+    layers are untouched. The copy then computes, in Keras, what the int8 flatbuffer computes.
+    Returns the names of the layers made int8.
+    """
+    data = _check_calibration_data(copy, calibration_data)
+    ranges = []
+    names = []
+    for layer in _int8_candidates(copy):
+        end = _fusable_chain_end(layer)
+        input_range, output_range = _Range(), _Range()
+        ranges += [input_range, output_range]
+        if end is layer and layer.activation not in (
+            None, tf.keras.activations.linear, tf.keras.activations.relu
+        ):
+            layer.call = _int8_call(layer, input_range, output_range)
+        else:
+            layer.call = _int8_call(layer, input_range, None)
+            end.call = _output_call(end.call, output_range)
+        names.append(layer.name)
+    for start in range(0, len(data), batch_size):  # eager: the ranges record min/max
+        copy(data[start:start + batch_size], training=False)
+    for r in ranges:
+        r.frozen = True
+    return names
+
+
+def _prepared_copy(model: tf.keras.Model, calibration_data: np.ndarray | None = None) -> tf.keras.Model:
+    """The model LCE is given: the inference copy with centred sign thresholds and, when
+    `calibration_data` is given (already checked), int8 fake quantization of the float layers."""
+    copy = inference_copy(model)
+    _center_sign_thresholds(copy)
+    if calibration_data is not None:
+        quantize_float_layers(copy, calibration_data)
+    return copy
+
+
+def int8_reference(model: tf.keras.Model, calibration_data) -> tf.keras.Model:
+    """The Keras model that computes what ``convert(model, int8_float_layers=True,
+    calibration_data=...)`` computes: the inference copy with the same fake-quant ops.
+
+    Use it as the reference when checking an int8 flatbuffer (the float model differs from it
+    by int8 rounding), and to measure what int8 costs in accuracy on your data.
+    """
+    _check_model(model)
+    return _prepared_copy(model, _check_calibration_data(model, calibration_data))

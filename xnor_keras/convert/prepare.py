@@ -1,0 +1,174 @@
+"""The inference copy LCE converts: binary kernels as constants, sign thresholds centred.
+
+* :func:`inference_copy` evaluates each 1-bit kernel quantizer once and stores the result.
+* :func:`_center_sign_thresholds` moves BatchNorm thresholds before binary activations halfway
+  between attainable values, so LCE's rounding cannot flip a sign.
+"""
+
+from __future__ import annotations
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+from xnor_keras.convert._common import _COPY_NAME, _has_binary_kernel, _walk_layers
+from xnor_keras.layers import _ScaledBinaryMixin
+
+__all__ = ["inference_copy"]
+
+
+def _clone_without_init(layer: tf.keras.layers.Layer) -> tf.keras.layers.Layer:
+    """Clone `layer` from its config with zero initializers: every weight is overwritten next,
+    and drawing ~60 M random numbers for AlexNet's kernels would cost half a second."""
+    config = layer.get_config()
+    for key in ("kernel_initializer", "bias_initializer", "depthwise_initializer",
+                "pointwise_initializer", "embeddings_initializer"):
+        if key in config:
+            config[key] = {"class_name": "Zeros", "config": {}}
+    try:
+        return layer.__class__.from_config(config)
+    except Exception:  # a layer whose config does not round-trip that way: clone as Keras does
+        return layer.__class__.from_config(layer.get_config())
+
+
+def _latent(variable):
+    return getattr(variable, "latent_variable", variable)
+
+
+def inference_copy(model: tf.keras.Model) -> tf.keras.Model:
+    """A copy of `model` whose binary kernels are constants, ready for LCE.
+
+    Each 1-bit kernel quantizer (alpha * sign(W), or larq's sign) is evaluated once and its result
+    stored as the layer's weights, and the quantizer removed. The copy computes the same function,
+    but LCE no longer has to constant-fold the quantizer: it does so only for kernels below about
+    128 MiB, so without this a large layer such as XNOR AlexNet's fc6 (6x6x256x4096) stays a float
+    convolution that recomputes alpha at every inference (306 MiB flatbuffer instead of ~23 MiB).
+    """
+    copy = tf.keras.models.clone_model(model, clone_function=_clone_without_init)
+    copy._name = _COPY_NAME
+    pairs = [
+        (c, m) for c, m in zip(_walk_layers(copy), _walk_layers(model)) if _has_binary_kernel(c)
+    ]
+    binarized = {id(_latent(c.kernel)) for c, _ in pairs}
+    # Copy every weight except the binary kernels, which are written once, binarized, below.
+    for target, source in zip(copy.weights, model.weights):
+        if id(_latent(target)) not in binarized:
+            _latent(target).assign(_latent(source))
+    for layer, original in pairs:
+        kernel = layer.kernel
+        if isinstance(layer, _ScaledBinaryMixin):
+            # Our layers compute conv(x, sign(W)) * alpha (exact at ties): store sign(W) and
+            # give alpha as a constant, which LCE folds into its binary conv's output scale.
+            # Computed by the original layer's own code, eagerly: XLA would compile one program
+            # per kernel shape in every fresh process (~1 s for AlexNet), for a single use.
+            with lq.context.quantized_scope(True):
+                unit_kernel, alpha = original._unit_kernel_and_alpha(original.kernel, compiled=False)
+            kernel.latent_variable.assign(unit_kernel)
+            layer._inference_alpha = tf.constant(alpha.numpy())
+            if _lce_misreads_zero_padding(layer):
+                # Binarize in a form LCE does not fuse, so this layer stays an (exact) float
+                # convolution with +-1 weights instead of LCE's mis-padded binary kernel.
+                layer.input_quantizer = _plain_sign
+        else:
+            with lq.context.quantized_scope(True):
+                quantized = original.kernel_quantizer(original.kernel.latent_variable)
+            kernel.latent_variable.assign(quantized)
+        kernel.quantizer = None
+    return copy
+
+
+def _lce_misreads_zero_padding(layer) -> bool:
+    """True for a zero-padded 'same' binary conv whose input map is smaller than its kernel.
+
+    Measured with LCE 0.16: there its optimized kernels (default and indirect BGEMM) apply a
+    wrong zero-padding correction (the reference kernel is right), e.g. every 3x3 conv on a 2x2
+    or 1x1 map, as in ResNet-18's last stages at 32x32 input. Such maps are tiny, so running
+    these layers as float convolutions costs little.
+    """
+    if not (
+        isinstance(layer, _ScaledBinaryMixin)
+        and layer._binary_inputs
+        and isinstance(layer, tf.keras.layers.Conv2D)
+        and layer.padding == "same"
+        and layer.pad_values == 0.0
+    ):
+        return False
+    spatial = tuple(layer.input_shape[1:3])
+    if None in spatial:
+        return False  # unknown at conversion time; see the deployment guide
+    effective = [(k - 1) * d + 1 for k, d in zip(layer.kernel_size, layer.dilation_rate)]
+    return any(size < k for size, k in zip(spatial, effective))
+
+
+def _plain_sign(x: tf.Tensor) -> tf.Tensor:
+    """sign with sign(0) = +1, written so that LCE does not turn the next conv into LceBconv2d."""
+    return tf.cast(x >= 0, x.dtype) * 2.0 - 1.0
+
+
+def _single_inbound_layer(layer):
+    nodes = layer.inbound_nodes
+    if len(nodes) != 1:
+        return None
+    inbound = nodes[0].inbound_layers
+    inbound = inbound if isinstance(inbound, list) else [inbound]
+    return inbound[0] if len(inbound) == 1 else None
+
+
+def _is_exact_xnor_output(layer) -> bool:
+    """Output is alpha * (integer dot product of +-1 values) per channel: nothing added to it."""
+    return (
+        isinstance(layer, _ScaledBinaryMixin)
+        and layer._binary_inputs
+        and layer.input_scaling is None
+        and not layer.use_bias
+        and layer.activation in (None, tf.keras.activations.linear)
+    )
+
+
+def _center_sign_thresholds(model: tf.keras.Model) -> int:
+    """Move BatchNorm thresholds that decide binary activations halfway between attainable values.
+
+    Pattern: an XNOR layer (output alpha * D, D an integer dot product) -> optional max-pool ->
+    BatchNorm -> only XNOR layers (which take its sign). The sign is then decided by
+    D >= t (or D <= t) for a per-channel threshold t. Any threshold strictly between the same two
+    integers gives identical signs, so we move it to the half-integer: ties (D == t, where
+    Keras says sign(0) = +1) keep their sign, and a margin of alpha*|scale|/2 makes the result
+    immune to rounding in LCE's kernels (its zero-padding correction is float arithmetic).
+    Thresholds within 1e-6 of an integer are taken as that integer (float noise in the BN
+    statistics). Returns how many BatchNorm layers were changed.
+    """
+    changed = 0
+    for bn in model.layers:
+        if not isinstance(bn, tf.keras.layers.BatchNormalization) or len(bn.inbound_nodes) != 1:
+            continue
+        rank = len(bn.input_shape)
+        if list(np.atleast_1d(bn.axis) % rank) != [rank - 1]:
+            continue  # statistics per channel (last axis) only
+        producer = _single_inbound_layer(bn)
+        if isinstance(producer, tf.keras.layers.MaxPooling2D):
+            producer = _single_inbound_layer(producer)
+        if producer is None or not _is_exact_xnor_output(producer) or producer._inference_alpha is None:
+            continue
+        consumers = [node.outbound_layer for node in bn.outbound_nodes]
+        if not consumers or not all(
+            isinstance(c, _ScaledBinaryMixin) and c._binary_inputs and c.input_scaling is None
+            for c in consumers
+        ):
+            continue
+        alpha = np.asarray(producer._inference_alpha, np.float64).reshape(-1)
+        mean = np.asarray(bn.moving_mean, np.float64)
+        scale = 1.0 / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+        if bn.scale:
+            scale = scale * np.asarray(bn.gamma, np.float64)
+        beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros_like(mean)
+        usable = (alpha > 0) & (scale != 0)
+        safe_scale = np.where(usable, scale, 1.0)
+        offset = beta / safe_scale
+        t = (mean - offset) / np.where(usable, alpha, 1.0)
+        nearest = np.round(t)
+        t = np.where(np.abs(t - nearest) <= 1e-6 * np.maximum(1.0, np.abs(t)), nearest, t)
+        t_centered = np.where(safe_scale > 0, np.ceil(t) - 0.5, np.floor(t) + 0.5)
+        new_mean = np.where(usable, alpha * t_centered + offset, mean)
+        bn.moving_mean.assign(new_mean.astype(bn.moving_mean.dtype.as_numpy_dtype))
+        changed += 1
+    return changed
