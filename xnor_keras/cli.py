@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-verify", action="store_true", help="skip the comparison with Keras")
     check.add_argument("--verify-data", type=Path, help=".npy file of inputs to verify on (default: random)")
     check.add_argument("--verify-samples", type=_positive_int, default=8, help="random inputs (default 8)")
+    check.add_argument(
+        "--verify-on", nargs="+", choices=("host", "arm64"), default=["host"], metavar="TARGET",
+        help="where the flatbuffer runs for verification: host (LCE's x86-64 interpreter, "
+             "default) and/or arm64 (LCE's aarch64 kernels on the emulated arm64 target; "
+             "needs qemu-user, debootstrap, g++-aarch64-linux-gnu, libgemmlowp-dev)",
+    )
     check.add_argument("--rtol", type=float, help="max |diff| / max |output| (default 1e-3; 0.1 with --int8-float-layers)")
     check.add_argument("--min-agreement", type=float, help="top-1 agreement (default 0.99; 0.9 with --int8-float-layers)")
     out = parser.add_argument_group("reporting")
@@ -260,11 +266,21 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             _log("[3/4] verification skipped (--no-verify)")
         else:
             n = len(verify_x) if verify_x is not None else args.verify_samples
-            _log(f"[3/4] verifying on LCE's interpreter against Keras ({n} inputs) ...")
-            verification = xc.verify(
-                reference, flatbuffer, verify_x, samples=args.verify_samples,
-                rtol=args.rtol, min_agreement=args.min_agreement,
-            )
+            for where in dict.fromkeys(args.verify_on):
+                runtime = ("LCE's interpreter" if where == "host"
+                           else "LCE's aarch64 kernels on the emulated arm64 target")
+                _log(f"[3/4] verifying on {runtime} against Keras ({n} inputs) ...")
+                try:
+                    result = xc.verify(
+                        reference, flatbuffer, verify_x, samples=args.verify_samples,
+                        rtol=args.rtol, min_agreement=args.min_agreement, target=where,
+                    )
+                except _target_errors() as error:
+                    raise _InputError(f"--verify-on {where}: {_first_line(error)}") from None
+                _log(f"      {where}: top-1 agreement {result.top1_agreement:.1%}, max relative "
+                     f"difference {result.max_rel_diff:.2e}: {'passed' if result.passed else 'FAILED'}")
+                if verification is None or verification.passed:
+                    verification = result
         report = xc.conversion_report(
             model, flatbuffer, target=args.target, conversion_seconds=seconds,
             verification=verification, float_twin_flatbuffer_bytes=twin_bytes,
@@ -294,6 +310,14 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
     except _InputError as error:
         _log(f"error: {error}")
         return 2
+
+
+def _target_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean a verification target can't be set up here (not a failed comparison)."""
+    from xnor_lite import BuildError, LibraryError
+    from xnor_lite.emulate import EmulationError
+
+    return (BuildError, EmulationError, LibraryError)
 
 
 def _write_json(payload: dict, path: Path) -> None:

@@ -266,7 +266,7 @@ class Arm64Target:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xnor_lite.emulate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="make the cached arm64 root, wheels and library")
+    setup = sub.add_parser("setup", help="make the cached arm64 root, wheels and library")
     run = sub.add_parser("run", help="run a flatbuffer on the arm64 target")
     run.add_argument("flatbuffer")
     run.add_argument("inputs", help=".npy of float32 inputs, batch first")
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--kernel", default="default", choices=["default", "indirect_bgemm", "reference"])
     run.add_argument("--num-threads", type=int, default=1)
     run.add_argument("--use-xnnpack", action="store_true")
-    for p in (parser, run):
+    for p in (setup, run):
         p.add_argument("--cache-dir", help=f"default: {build.default_cache_dir()}")
     args = parser.parse_args(argv)
     try:

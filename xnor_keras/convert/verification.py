@@ -9,14 +9,14 @@ import tensorflow as tf
 
 from xnor_keras.convert._common import _has_binary_input, _walk_layers
 from xnor_keras.convert.int8 import _prepared_copy
-from xnor_keras.convert.runtime import run_flatbuffer
+from xnor_keras.convert.runtime import check_target, run_flatbuffer
 
 __all__ = ["Verification", "verify"]
 
 
 @dataclasses.dataclass
 class Verification:
-    """Keras vs the flatbuffer on LCE's interpreter, on the same inputs.
+    """Keras vs the flatbuffer on a target's runtime (LCE's), on the same inputs.
 
     The flatbuffer is compared with the Keras model and, where they differ, with the *exact
     reference*: the Keras inference copy that was converted, in which binary dot products are
@@ -38,6 +38,7 @@ class Verification:
     min_agreement: float
     passed: bool
     explanation: str
+    target: str = "host"  # "host": LCE's x86-64 wheel; "arm64": LCE's aarch64 kernels, emulated
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,8 +77,9 @@ def verify(
     seed: int = 0,
     rtol: float = 1e-3,
     min_agreement: float = 0.99,
+    target: str = "host",
 ) -> Verification:
-    """Run `flatbuffer` on LCE's interpreter and compare it with `model` on the same inputs.
+    """Run `flatbuffer` on `target` and compare it with `model` on the same inputs.
 
     Args:
         model: the Keras model that was converted.
@@ -86,11 +88,15 @@ def verify(
         samples, seed: size and seed of the default inputs.
         rtol: tolerance on max |difference| relative to max |Keras output|.
         min_agreement: tolerance on the top-1 agreement (for outputs with more than one class).
+        target: "host" runs LCE's x86-64 interpreter; "arm64" runs LCE's aarch64 kernels on the
+            emulated arm64 target (``xnor_lite.emulate``; needs qemu-user, debootstrap and
+            g++-aarch64-linux-gnu, and sets itself up once, in about 2 minutes).
 
     Returns:
         A :class:`Verification`; ``passed`` is False above tolerance, and ``explanation`` says
         what differs and why.
     """
+    check_target(target)
     if x is None:
         shape = tuple(model.inputs[0].shape[1:])
         if any(d is None for d in shape):
@@ -100,7 +106,7 @@ def verify(
         x = np.random.default_rng(seed).standard_normal((samples, *shape)).astype(np.float32)
     x = np.asarray(x, np.float32)
     expected = np.asarray(model(x, training=False), np.float64)
-    actual = np.asarray(run_flatbuffer(flatbuffer, x), np.float64).reshape(expected.shape)
+    actual = np.asarray(run_flatbuffer(flatbuffer, x, target=target), np.float64).reshape(expected.shape)
     max_abs, max_rel, agreement = _compare(expected, actual)
 
     reference_model = _prepared_copy(model)
@@ -162,4 +168,5 @@ def verify(
         min_agreement=min_agreement,
         passed=passed,
         explanation=explanation,
+        target=target,
     )
