@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import larq as lq
 import larq_compute_engine as lce
 import numpy as np
 import pytest
@@ -23,27 +22,10 @@ import tensorflow as tf
 import xnor_keras as xk
 import xnor_lite
 from xnor_keras import convert
-from xnor_keras.testing_utils import calibrate_batchnorm, tflite_op_names
+from xnor_keras.testing_utils import calibrate_batchnorm, every_lce_op_model, tflite_op_names
 from xnor_lite import build, library
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _every_lce_op_model() -> tf.keras.Model:
-    """A model whose conversion uses all four LCE ops: MaxPool before a binary conv becomes
-    LceBMaxPool2d, and a sign feeding a float op becomes LceQuantize + LceDequantize."""
-    inputs = tf.keras.Input((16, 16, 3))
-    h = tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(inputs)
-    h = tf.keras.layers.BatchNormalization()(h)
-    h = tf.keras.layers.MaxPool2D()(h)
-    h = xk.XNORConv2D(64, 3, padding="same", pad_values=1.0)(h)
-    h = tf.keras.layers.BatchNormalization()(h)
-    h = xk.XNORConv2D(64, 3, padding="valid")(h)
-    h = tf.keras.layers.BatchNormalization()(h)
-    h = tf.keras.layers.Lambda(lambda t: lq.math.sign(t))(h)
-    h = tf.keras.layers.GlobalAveragePooling2D()(h)
-    outputs = tf.keras.layers.Dense(10, activation="softmax")(h)
-    return tf.keras.Model(inputs, outputs)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +35,7 @@ def lib_path():
 
 @pytest.fixture(scope="module")
 def model_and_flatbuffer():
-    model = _every_lce_op_model()
+    model = every_lce_op_model()
     x = np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 3)).astype(np.float32)
     calibrate_batchnorm(model, x)
     return model, convert.convert(model), x[:8]

@@ -25,6 +25,8 @@ import numpy as np
 __all__ = [
     "assert_config_roundtrip",
     "assert_saved_model_roundtrip",
+    "calibrate_batchnorm",
+    "every_lce_op_model",
     "numpy_conv2d",
     "numpy_input_scale",
     "numpy_sign",
@@ -207,3 +209,28 @@ def calibrate_batchnorm(model, x) -> None:
     for bn in bns:
         std = np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)
         bn.moving_mean.assign(np.asarray(bn.moving_mean) + 1e-3 * std * rng.standard_normal(std.shape))
+
+
+def every_lce_op_model():
+    """A small XNOR model (16x16x3 -> 10) whose conversion uses all four LCE ops.
+
+    A MaxPool before a binary convolution becomes LceBMaxPool2d, and a sign that feeds a float
+    op becomes LceQuantize + LceDequantize.
+    """
+    import larq as lq
+    import tensorflow as tf
+
+    from xnor_keras.layers import XNORConv2D
+
+    inputs = tf.keras.Input((16, 16, 3))
+    h = tf.keras.layers.Conv2D(32, 3, padding="same", use_bias=False)(inputs)
+    h = tf.keras.layers.BatchNormalization()(h)
+    h = tf.keras.layers.MaxPool2D()(h)
+    h = XNORConv2D(64, 3, padding="same", pad_values=1.0)(h)
+    h = tf.keras.layers.BatchNormalization()(h)
+    h = XNORConv2D(64, 3, padding="valid")(h)
+    h = tf.keras.layers.BatchNormalization()(h)
+    h = tf.keras.layers.Lambda(lambda t: lq.math.sign(t))(h)
+    h = tf.keras.layers.GlobalAveragePooling2D()(h)
+    outputs = tf.keras.layers.Dense(10, activation="softmax")(h)
+    return tf.keras.Model(inputs, outputs)

@@ -117,6 +117,7 @@ class Arm64Target:
         self.source_dir = source_dir
         self.log = log
         self.library: Path | None = None
+        self.last_report: dict | None = None  # what the last `predict` reported from the target
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class Arm64Target:
             (tmp / "request.json").write_text(json.dumps(request))
             result = self.run_python("-m", "xnor_lite._guest", str(tmp / "request.json"))
             report = json.loads(result.stdout.strip().splitlines()[-1])
+            self.last_report = report
             if report["machine"] != "aarch64":
                 raise EmulationError(f"the target reported machine {report['machine']!r}, not aarch64")
             return np.load(tmp / "outputs.npy")
