@@ -4,7 +4,11 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test clean
+# Debian packages the tests need: the emulated arm64 target (qemu-user, debootstrap), the
+# op library's builds (cross compiler, gemmlowp header).
+TEST_DEBIAN_PACKAGES := qemu-user debootstrap g++-aarch64-linux-gnu libgemmlowp-dev
+
+.PHONY: demo test clean test-debian-packages
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +19,19 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/python -m xnor_keras.demo
 
-test: $(STAMP)
+# Installs what is missing when it can (root and apt-get), else names the command and stops.
+test-debian-packages:
+	@missing=$$(for p in $(TEST_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages: "$$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "error: the tests need Debian packages; run: sudo apt-get install "$$missing; exit 2; \
+	  fi; \
+	fi
+
+test: $(STAMP) test-debian-packages
 	$(VENV)/bin/python -m pytest
 
 clean:
