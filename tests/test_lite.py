@@ -88,6 +88,17 @@ def test_backend_context_lives_exactly_as_long_as_its_interpreter(lib_path, mode
     assert lib.live_backend_contexts() == before
 
 
+def test_c_api_registrations_cover_the_four_ops_and_nothing_else(lib_path):
+    lib = library.load_library(lib_path)
+    ops = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")
+    addresses = {op: lib.registration(op) for op in ops}
+    assert all(addresses.values()) and len(set(addresses.values())) == 4
+    kernels = {lib.registration("LceBconv2d", k) for k in ("default", "indirect_bgemm", "reference")}
+    assert len(kernels) == 3
+    assert lib.registration("LceBconv3d") is None
+    assert lib.registration("LceBconv2d", "fast") is None
+
+
 def test_input_and_output_shapes(lib_path, model_and_flatbuffer):
     _, flatbuffer, _ = model_and_flatbuffer
     interpreter = xnor_lite.Interpreter(flatbuffer, library=lib_path)

@@ -45,6 +45,7 @@ class OpLibrary:
             info = self._lib.xnor_lite_build_info
             self._register = self._lib.xnor_lite_register_ops
             self._live = self._lib.xnor_lite_live_backend_contexts
+            self._registration = self._lib.xnor_lite_registration
         except AttributeError as error:
             raise LibraryError(
                 f"{self.path} is not an xnor_lite op library (no xnor_lite_* functions)."
@@ -53,6 +54,8 @@ class OpLibrary:
         self._register.argtypes = [ctypes.c_void_p, ctypes.c_int]
         self._register.restype = ctypes.c_int
         self._live.restype = ctypes.c_int
+        self._registration.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        self._registration.restype = ctypes.c_void_p
         self.build_info = dict(item.split("=", 1) for item in info().decode().split())
 
     def check_runtime(self) -> None:
@@ -85,6 +88,11 @@ class OpLibrary:
                 raise LibraryError(f"the op library refused kernel {kernel!r}")
 
         return register
+
+    def registration(self, op_name: str, kernel: str = "default") -> int | None:
+        """Address of the `TfLiteRegistration` of LCE op `op_name`, for LiteRT's C API
+        (`TfLiteInterpreterOptionsAddCustomOp`); None for an op the library lacks."""
+        return self._registration(op_name.encode(), KERNELS.get(kernel, -1))
 
     def live_backend_contexts(self) -> int:
         """How many per-interpreter CPU backend contexts exist now."""

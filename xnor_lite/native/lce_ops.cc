@@ -12,6 +12,7 @@
 // TfLiteRegistration have the layout seen here.
 
 #include <cstdint>
+#include <string>
 
 #include "backend_context.h"
 #include "larq_compute_engine/tflite/kernels/lce_ops_register.h"
@@ -63,23 +64,37 @@ __attribute__((visibility("default"))) const char* xnor_lite_build_info() {
   return XNOR_LITE_BUILD_INFO;
 }
 
-// Adds LceQuantize, LceDequantize, LceBconv2d (with `kernel`: 0 LCE's default
-// optimized BGEMM, 1 indirect BGEMM, 2 reference) and LceBMaxPool2d to the
-// tflite::MutableOpResolver at `resolver`. Returns 0, or -1 for an unknown kernel.
+// The registration of LCE op `name` ("LceQuantize", "LceDequantize", "LceBconv2d",
+// "LceBMaxPool2d"); for LceBconv2d, `kernel` picks the kernel: 0 LCE's default
+// optimized BGEMM, 1 indirect BGEMM, 2 reference. nullptr for another name or kernel. For runtimes driven through LiteRT's C API (e.g. an Android app's native code):
+// TfLiteInterpreterOptionsAddCustomOp(options, name, xnor_lite_registration(name, 0), 1, 1).
+__attribute__((visibility("default"))) const TfLiteRegistration* xnor_lite_registration(
+    const char* name, int kernel) {
+  const std::string op = name == nullptr ? "" : name;
+  if (op == "LceQuantize") return compute_engine::tflite::Register_QUANTIZE();
+  if (op == "LceDequantize") return compute_engine::tflite::Register_DEQUANTIZE();
+  if (op == "LceBMaxPool2d") return compute_engine::tflite::Register_BMAXPOOL_2D();
+  if (op != "LceBconv2d") return nullptr;
+  switch (kernel) {
+    case kDefault: return BinaryConvolution<kDefault>();
+    case kIndirectBgemm: return BinaryConvolution<kIndirectBgemm>();
+    case kReference: return BinaryConvolution<kReference>();
+    default: return nullptr;
+  }
+}
+
+// Adds LceQuantize, LceDequantize, LceBconv2d (with `kernel` as above) and
+// LceBMaxPool2d to the tflite::MutableOpResolver at `resolver`. Returns 0, or -1 for an unknown kernel.
 __attribute__((visibility("default"))) int xnor_lite_register_ops(
     std::uintptr_t resolver, int kernel) {
-  TfLiteRegistration* bconv;
-  switch (kernel) {
-    case kDefault: bconv = BinaryConvolution<kDefault>(); break;
-    case kIndirectBgemm: bconv = BinaryConvolution<kIndirectBgemm>(); break;
-    case kReference: bconv = BinaryConvolution<kReference>(); break;
-    default: return -1;
-  }
+  const TfLiteRegistration* bconv = xnor_lite_registration("LceBconv2d", kernel);
+  if (bconv == nullptr) return -1;
   auto* ops = reinterpret_cast<tflite::MutableOpResolver*>(resolver);
-  ops->AddCustom("LceQuantize", compute_engine::tflite::Register_QUANTIZE());
-  ops->AddCustom("LceDequantize", compute_engine::tflite::Register_DEQUANTIZE());
+  // The resolver keeps the name pointers: they must be (and are) string literals.
+  ops->AddCustom("LceQuantize", xnor_lite_registration("LceQuantize", kernel));
+  ops->AddCustom("LceDequantize", xnor_lite_registration("LceDequantize", kernel));
   ops->AddCustom("LceBconv2d", bconv);
-  ops->AddCustom("LceBMaxPool2d", compute_engine::tflite::Register_BMAXPOOL_2D());
+  ops->AddCustom("LceBMaxPool2d", xnor_lite_registration("LceBMaxPool2d", kernel));
   return 0;
 }
 
