@@ -130,6 +130,18 @@ def test_saved_keras_model_converts_with_report_and_benchmark(saved, tmp_path, c
     )
 
 
+def test_verify_on_host_and_arm64_runs_both_runtimes(saved, tmp_path, capsys):
+    out = tmp_path / "small.tflite"
+    report = tmp_path / "report.json"
+    code, stdout, stderr = run(
+        [saved.keras, "-o", out, "--report-json", report, "--verify-on", "host", "arm64"], capsys
+    )
+    assert code == 0, stderr
+    assert "host: top-1 agreement 100.0%" in stderr and "arm64: top-1 agreement 100.0%" in stderr
+    assert "LCE's aarch64 kernels on the emulated arm64 target" in stderr
+    assert json.loads(report.read_text())["verification"]["passed"] is True
+
+
 @pytest.mark.parametrize(
     "fmt, options, inputs",
     [("h5", ["--verify-data", "x.npy"], 3), ("savedmodel", ["--verify-samples", "4"], 4)],

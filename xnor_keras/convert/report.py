@@ -101,8 +101,9 @@ class ConversionReport:
             lines.append(f"conversion time: {self.conversion_seconds:.1f} s")
         if self.verification is not None:
             v = self.verification
+            runtime = "LCE interpreter" if v.target == "host" else "LCE aarch64 kernels, emulated arm64"
             lines.append(
-                f"verification ({v.samples} inputs, LCE interpreter): "
+                f"verification ({v.samples} inputs, {runtime}): "
                 f"{'PASSED' if v.passed else 'FAILED'}; max |diff| {v.max_abs_diff:.3g} "
                 f"(relative {v.max_rel_diff:.2e}, tolerance {v.rtol:g}); top-1 agreement "
                 f"{v.top1_agreement:.1%}"
