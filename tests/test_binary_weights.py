@@ -281,6 +281,14 @@ def test_not_this_format_and_corruption_are_refused(small, tmp_path):
     _assert_refused(bytes(data), "corrupted: the data's sha256 differs")
     _assert_refused(bytes(path.read_bytes()) + b"\0", "1 unexpected bytes after the end")
     _assert_refused(tmp_path / "missing.xbw", "cannot read it")
+    header, payload = _raw(path)
+    (record,) = [r for r in header["layers"] if r["name"] == "xconv"]
+    record["weights"][0]["bits"][1] -= 1  # a header that disagrees with its own shapes
+    text = json.dumps(header).encode()
+    _assert_refused(
+        struct.pack("<8sII", b"XNORBITS", 1, len(text)) + text + payload,
+        r"corrupted header: layer 'xconv': weight 'kernel' bits spans bytes \[\d+, \d+\) of \d+, expected 72 bytes",
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ __all__ = [
     "BinaryWeightsError",
     "BinaryWeightsFile",
     "BinaryWeightsSummary",
+    "WeightSummary",
     "binary_weights_summary",
     "is_binary_weights_file",
     "load_binary_weights",
@@ -463,12 +464,31 @@ def parse_binary_weights(data: bytes, source: str = "<bytes>") -> BinaryWeightsF
     payload = data[header_end:]
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise _fail(source, "corrupted: the data's sha256 differs from the one in its header.")
-    for record in layers:
-        for entry in record["weights"]:
-            for key in ("bits", "alpha", "data"):
-                if key in entry and entry[key][0] + entry[key][1] > payload_size:
-                    raise _fail(source, f"corrupted header: layer '{record['name']}' points past the data.")
+    try:
+        for record in layers:
+            for entry in record["weights"]:
+                _check_entry(entry, payload_size)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        raise _fail(source, f"corrupted header: layer '{record.get('name')}': {error}") from None
     return BinaryWeightsFile(header=header, payload=payload, source=source, file_bytes=len(data))
+
+
+def _check_entry(entry: dict, payload_size: int) -> None:
+    """Raise ValueError unless `entry`'s spans lie in the payload and fit its shape and encoding."""
+    size = int(np.prod(entry["shape"], dtype=np.int64))
+    if entry["encoding"] == _SIGN_BITS:
+        if len(entry["shape"]) < 2:
+            raise ValueError(f"binarized weight '{entry['name']}' has shape {entry['shape']}")
+        expected = {"bits": -(-size // 8), "alpha": 4 * int(entry["shape"][-1])}
+    else:
+        expected = {"data": size * np.dtype(entry["encoding"]).itemsize}
+    for key, nbytes in expected.items():
+        start, length = (int(v) for v in entry[key])
+        if length != nbytes or start < 0 or start + length > payload_size:
+            raise ValueError(
+                f"weight '{entry['name']}' {key} spans bytes [{start}, {start + length}) of "
+                f"{payload_size}, expected {nbytes} bytes"
+            )
 
 
 def read_binary_weights(path: str | os.PathLike) -> BinaryWeightsFile:
