@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import struct
+from pathlib import Path
 
 import larq as lq
 import numpy as np
@@ -36,7 +37,7 @@ def test_public_api_is_exported():
     assert xnor_keras.save_binary_weights is xbw.save_binary_weights
     for name in ("save_binary_weights", "load_binary_weights", "binary_weights_summary"):
         assert name in xnor_keras.__all__
-    assert xbw.__file__.startswith(str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert xbw.__file__.startswith(str(Path(__file__).resolve().parents[1]))  # this worktree
 
 
 def _small_model(units: int = 6, dense_class=xl.XNORDense, float_bconv: bool = False) -> tf.keras.Model:
