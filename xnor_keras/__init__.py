@@ -10,7 +10,12 @@ from xnor_keras._compat import use_legacy_keras as _use_legacy_keras
 
 _use_legacy_keras()
 
-from xnor_keras import layers, quantizers, zoo  # noqa: E402
+from xnor_keras import binary_weights, layers, quantizers, zoo  # noqa: E402
+from xnor_keras.binary_weights import (  # noqa: E402
+    binary_weights_summary,
+    load_binary_weights,
+    save_binary_weights,
+)
 from xnor_keras.layers import BWNConv2D, BWNDense, XNORConv2D, XNORDense  # noqa: E402
 from xnor_keras.quantizers import (  # noqa: E402
     BinaryActivation,
@@ -29,7 +34,11 @@ __all__ = [
     "XNORConv2D",
     "XNORDense",
     "__version__",
+    "binary_weights",
+    "binary_weights_summary",
     "layers",
+    "load_binary_weights",
     "quantizers",
+    "save_binary_weights",
     "zoo",
 ]

@@ -8,11 +8,16 @@ written).
 
 ``xnor-train`` (also ``python zoo/train.py``): train a zoo model (or ``module:builder``) on a
 TFDS dataset with ``model.fit``; exit 2 on usage or input errors.
+
+``xnor-weights``: ``summary FILE_OR_MODEL`` prints what a packed binary weights file (or a model)
+holds; ``export MODEL -o FILE.xbw`` writes a model's packed weights (see
+:mod:`xnor_keras.binary_weights`). Exit 2 on usage or input errors, with nothing written.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -20,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["to_tflite_main", "train_main"]
+__all__ = ["to_tflite_main", "train_main", "weights_main"]
 
 _EPILOG = """\
 examples:
@@ -469,6 +474,98 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             raise _InputError(str(error)) from None
         return 0
+    except _InputError as error:
+        _log(f"error: {error}")
+        return 2
+
+
+_WEIGHTS_EPILOG = """\
+examples:
+  # pack a trained model's weights (sign bits + alpha; other weights float32):
+  xnor-weights export runs/r18/model.keras -o r18.xbw
+
+  # a zoo model with weights saved by model.save_weights, other weights as float16:
+  xnor-weights export XNORResNet18 --weights runs/r18/weights.h5 --input-shape 28,28,1 \\
+      --classes 10 --float16 -o r18.xbw
+
+  # what a packed file holds: per layer shape, bytes, alpha statistics, fraction of +1:
+  xnor-weights summary r18.xbw
+
+Load a packed file with xnor_keras.load_binary_weights(model, "r18.xbw"), or pass it as a zoo
+builder's weights= argument.
+"""
+
+
+def _weights_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnor-weights",
+        description="Packed binary weights: 1 bit per binarized weight plus alpha per output "
+        "channel, every other weight as float32 (or float16).",
+        epilog=_WEIGHTS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    summary = commands.add_parser("summary", help="describe a packed weights file or a model")
+    summary.add_argument(
+        "source", metavar="FILE_OR_MODEL",
+        help="a packed weights file, a saved model (.keras, .h5, SavedModel) or a zoo model name",
+    )
+    summary.add_argument("--json", action="store_true", help="print the summary as JSON")
+    export = commands.add_parser("export", help="write a model's packed weights")
+    export.add_argument(
+        "model", metavar="MODEL",
+        help="a saved model (.keras, .h5, SavedModel) or a zoo model name (with --weights)",
+    )
+    export.add_argument("-o", "--output", type=Path, required=True, help="the packed file to write (.xbw)")
+    export.add_argument("--float16", action="store_true", help="store the non-binarized weights as float16")
+    for sub in (summary, export):
+        group = sub.add_argument_group("zoo models")
+        group.add_argument("--weights", type=Path, help="weights file to load into the zoo model")
+        group.add_argument("--input-shape", type=_parse_shape, help="HEIGHT,WIDTH,CHANNELS (default 224,224,3)")
+        group.add_argument("--classes", type=_positive_int, help="number of classes (default 1000)")
+    return parser
+
+
+def weights_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``xnor-weights``; returns the exit code."""
+    args = _weights_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "export" and args.output.is_dir():
+        _log(f"error: -o/--output: {args.output} is a directory")
+        return 2
+    from xnor_keras import binary_weights as xbw
+
+    try:
+        if args.command == "summary":
+            source = Path(args.source)
+            zoo_flags = any(getattr(args, f) is not None for f in ("weights", "input_shape", "classes"))
+            if source.is_file() and xbw.is_binary_weights_file(source) and not zoo_flags:
+                file = xbw.read_binary_weights(source)
+                summary, sha256 = xbw.binary_weights_summary(file), hashlib.sha256(source.read_bytes()).hexdigest()
+            else:
+                args.model = args.source
+                summary, sha256 = xbw.binary_weights_summary(_load_model(args)[0]), None
+            if args.json:
+                print(json.dumps({**summary.to_dict(), "sha256": sha256}, indent=2))
+            else:
+                print(summary.format_table())
+                if sha256:
+                    print(f"sha256: {sha256}")
+            return 0
+        model, _ = _load_model(args)
+        float_dtype = "float16" if args.float16 else "float32"
+        try:
+            path = xbw.save_binary_weights(model, args.output, float_dtype=float_dtype)
+        except ValueError as error:
+            raise _InputError(str(error)) from None
+        summary = xbw.binary_weights_summary(path)
+        _log(
+            f"wrote {path}: {summary.file_bytes:,d} bytes ({summary.file_bytes / 1e6:.2f} MB; "
+            f"{summary.binary_weight_count:,d} of {summary.weight_count:,d} weights binarized)"
+        )
+        return 0
+    except xbw.BinaryWeightsError as error:
+        _log(f"error: {error}")
+        return 2
     except _InputError as error:
         _log(f"error: {error}")
         return 2

@@ -8,8 +8,10 @@ from typing import Callable
 
 import tensorflow as tf
 
+from xnor_keras import binary_weights
 from xnor_keras import layers as xl
 from xnor_keras import quantizers as xq
+from xnor_keras.zoo._weights import resolve_weights
 
 __all__ = ["KINDS", "Binarization", "build_inputs", "finish_model", "validate_common"]
 
@@ -116,9 +118,10 @@ def validate_common(
     """
     if weights is not None and not _is_weights_file(weights):
         raise ValueError(
-            "Expected `weights` to be None (random initialization) or the path of an existing "
-            "weights file (.h5, or a TF checkpoint prefix saved by `model.save_weights`); no "
-            f"pretrained xnor_keras weights are published yet. Received: weights={weights!r}"
+            "Expected `weights` to be None (random initialization), a registered name (see "
+            "xnor_keras.zoo.list_weights()) or the path of an existing weights file (packed "
+            "binary weights, .h5, or a TF checkpoint prefix saved by `model.save_weights`). "
+            f"Received: weights={weights!r}"
         )
     if not isinstance(include_top, bool):
         raise ValueError(f"Expected `include_top` to be True or False. Received: include_top={include_top!r}")
@@ -196,15 +199,23 @@ def finish_model(
     name: str,
     input_tensor,
     weights,
+    include_top: bool = True,
     pooling_head: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.keras.Model:
-    """Make the Model (from the source inputs of `input_tensor`), then load `weights` if given."""
+    """Make the Model (from the source inputs of `input_tensor`), then load `weights` if given.
+
+    A packed binary weights file (:mod:`xnor_keras.binary_weights`) is recognised by its first
+    bytes; without the top, its classifier layers are skipped.
+    """
     if pooling_head is not None:
         outputs = pooling_head(outputs)
     model_inputs = tf.keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     model = tf.keras.Model(model_inputs, outputs, name=name)
     if weights is not None:
-        model.load_weights(os.fspath(weights))
+        if binary_weights.is_binary_weights_file(weights):
+            binary_weights.load_binary_weights(model, weights, strict=include_top)
+        else:
+            model.load_weights(os.fspath(weights))
     return model
 
 
@@ -250,7 +261,7 @@ def make_variant(
         input_tensor=None,
         input_shape=None,
         pooling: str | None = None,
-        classes: int = 1000,
+        classes: int | None = None,
         classifier_activation="softmax",
         **options,
     ) -> tf.keras.Model:
@@ -262,6 +273,11 @@ def make_variant(
                 + (f" and {list(allowed)}" if allowed else "")
                 + f". Received: {', '.join(f'{k}={options[k]!r}' for k in unknown)}"
             )
+        # A registered weights name becomes a local file; classes default to its (else 1000).
+        weights, classes, input_shape = resolve_weights(
+            name, weights, include_top=include_top, classes=classes, input_shape=input_shape,
+            input_tensor=input_tensor,
+        )
         app = dict(
             include_top=include_top,
             weights=weights,

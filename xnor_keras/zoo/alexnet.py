@@ -80,7 +80,7 @@ def alexnet(
 
     if not include_top:
         return _common.finish_model(
-            inputs, x, name=name, input_tensor=input_tensor, weights=weights,
+            inputs, x, name=name, input_tensor=input_tensor, weights=weights, include_top=False,
             pooling_head=_common.global_pooling(app["pooling"]),
         )
     x = _binary_block(x, binarization, "fc6", 4096, tuple(x.shape[1:3]), "valid")
@@ -96,11 +96,12 @@ def alexnet(
 _ARGS = """
     Args:
         include_top: include fc6-fc8 (else the output is pool5, or its `pooling`).
-        weights: None (random init) or the path of a weights file saved from this model.
+        weights: None (random init), a registered name (``xnor_keras.zoo.list_weights()``) or the
+            path of a weights file saved from this model (packed binary weights, .h5 or TF).
         input_tensor: optional Keras tensor to use as the input.
-        input_shape: (height, width, channels); default (224, 224, 3); at least 63x63.
+        input_shape: (height, width, channels); default (224, 224, 3), or the named weights'; at least 63x63.
         pooling: with include_top=False: None (4-D pool5 output), "avg" or "max".
-        classes: number of classes.
+        classes: number of classes; default 1000, or the named weights' classes.
         classifier_activation: activation of the output (None for logits).
 """
 

@@ -89,7 +89,7 @@ def resnet(
     x = layers.ReLU(name="post_relu")(x)
     if not include_top:
         return _common.finish_model(
-            inputs, x, name=name, input_tensor=input_tensor, weights=weights,
+            inputs, x, name=name, input_tensor=input_tensor, weights=weights, include_top=False,
             pooling_head=_common.global_pooling(app["pooling"]),
         )
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -102,11 +102,12 @@ _ARGS = """
     Args:
         include_top: include the average pool and classifier (else the output is post_relu,
             or its `pooling`).
-        weights: None (random init) or the path of a weights file saved from this model.
+        weights: None (random init), a registered name (``xnor_keras.zoo.list_weights()``) or the
+            path of a weights file saved from this model (packed binary weights, .h5 or TF).
         input_tensor: optional Keras tensor to use as the input.
-        input_shape: (height, width, channels); default (224, 224, 3); at least 32x32.
+        input_shape: (height, width, channels); default (224, 224, 3), or the named weights'; at least 32x32.
         pooling: with include_top=False: None (4-D output), "avg" or "max".
-        classes: number of classes.
+        classes: number of classes; default 1000, or the named weights' classes.
         classifier_activation: activation of the output (None for logits).
 """
 
