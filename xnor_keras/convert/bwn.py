@@ -133,18 +133,24 @@ def _match(layers, filters) -> dict[int, str]:
     return matched
 
 
-def bwn_weight_forms(model, flatbuffer: bytes) -> dict[str, str]:
-    """For each BWN layer of `model`, the form of its weights in `flatbuffer`: ``"int8"``,
-    ``"int8_dynamic"``, ``"int8_full"`` or ``"float"`` (see ``convert(bwn_weights=...)``), or
-    ``"not found"`` when no convolution in the flatbuffer has its sign pattern."""
+def _bwn_ops(model, flatbuffer: bytes) -> dict[int, tuple[str, str]]:
+    """Operator index -> (BWN layer name, form of its weights) for the convolutions of
+    `flatbuffer` that are `model`'s BWN layers."""
     layers = bwn_layers(model)
     if not layers:
         return {}
     schema, fb_model = _schema_model(flatbuffer)
     filters = _conv_filters(schema, fb_model)
     forms = {index: form for index, form, _ in filters}
-    by_layer = {name: forms[index] for index, name in _match(layers, filters).items()}
-    return {layer.name: by_layer.get(layer.name, "not found") for layer in layers}
+    return {index: (name, forms[index]) for index, name in _match(layers, filters).items()}
+
+
+def bwn_weight_forms(model, flatbuffer: bytes) -> dict[str, str]:
+    """For each BWN layer of `model`, the form of its weights in `flatbuffer`: ``"int8"``,
+    ``"int8_dynamic"``, ``"int8_full"`` or ``"float"`` (see ``convert(bwn_weights=...)``), or
+    ``"not found"`` when no convolution in the flatbuffer has its sign pattern."""
+    found = dict(_bwn_ops(model, flatbuffer).values())
+    return {layer.name: found.get(layer.name, "not found") for layer in bwn_layers(model)}
 
 
 def int8_bwn_filters(model, flatbuffer: bytes, *, form: str = "int8") -> tuple[bytes, list[str]]:

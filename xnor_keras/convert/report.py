@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from xnor_keras.convert._common import BINARY_OPS, _has_binary_input, _has_binary_kernel, _walk_layers
-from xnor_keras.convert.bwn import bwn_weight_forms
+from xnor_keras.convert.bwn import _bwn_ops, bwn_layers
 from xnor_keras.convert.flatbuffer import _int8_layers, _ops_by_layer, op_histogram
 from xnor_keras.convert.prepare import _lce_misreads_zero_padding
 from xnor_keras.convert.verification import Verification
@@ -163,8 +163,10 @@ def conversion_report(
 ) -> ConversionReport:
     """Build the :class:`ConversionReport` of `model` converted to `flatbuffer`."""
     by_layer = _ops_by_layer(flatbuffer)
-    bwn_forms = bwn_weight_forms(model, flatbuffer)
+    bwn_ops = _bwn_ops(model, flatbuffer)
+    bwn_forms = dict(bwn_ops.values())
     profile = {p.name: p for p in _layer_profiles(lq.models.ModelProfile(model))}
+    bwn = bwn_layers(model)
     layers = []
     total_macs = 0
     for layer in _walk_layers(model):
@@ -181,8 +183,8 @@ def conversion_report(
                 macs=macs,
                 ops=ops,
                 binary=binary,
-                note=_layer_note(layer, ops, binary, bwn_forms.get(layer.name)),
-                bwn_weights=bwn_forms.get(layer.name),
+                note=_layer_note(layer, ops, binary, bwn_forms.get(layer.name, "not found")),
+                bwn_weights=bwn_forms.get(layer.name, "not found") if layer in bwn else None,
             )
         )
     keras_bytes = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
@@ -198,7 +200,7 @@ def conversion_report(
         float_twin_flatbuffer_bytes=float_twin_flatbuffer_bytes,
         verification=verification,
         # Full-precision layers made int8; BWN layers say their form in `layers`.
-        int8_layers=[name for name in _int8_layers(flatbuffer) if name not in bwn_forms],
+        int8_layers=_int8_layers(flatbuffer, skip=frozenset(bwn_ops)),
     )
 
 
