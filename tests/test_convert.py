@@ -947,3 +947,27 @@ def test_bwn_int8_full_needs_calibration_data():
         convert.convert(_bwn_model(), bwn_weights="int8_full")
     with pytest.raises(convert.ConversionError, match="Expected `bwn_weights`"):
         convert.int8_reference(_bwn_model(), _images((8, 8, 16), n=2), bwn_weights="int4")
+
+
+def test_bwn_kernels_too_large_for_lce_fall_back_to_int8_dynamic_with_a_warning(bwn_converted, monkeypatch):
+    # LCE 0.16 cannot quantize a kernel of 128 MiB or more (AlexNet's fc6, 151 MB; measured).
+    # Lower the limit so that only bwn_bn (36 kB) is "too large", to test the fallback fast.
+    from xnor_keras.convert import int8 as int8_module
+
+    monkeypatch.setattr(int8_module, "_LCE_FOLD_LIMIT_BYTES", 30_000)
+    with pytest.warns(UserWarning, match=r"BWN layers \['bwn_bn'\] have kernels of 128 MiB or more"):
+        flatbuffer = convert.convert(
+            bwn_converted.model, bwn_weights="int8_full", calibration_data=bwn_converted.calibration
+        )
+    copy = convert.inference_copy(bwn_converted.model)
+    assert int8_module.quantize_float_layers(
+        copy, bwn_converted.calibration, float_layers=False, bwn=True
+    ) == ["bwn_plain", "bwn_dense"]
+    # Between int8 neighbours LCE quantizes such a small kernel itself; a really large one stays
+    # float until the converter's rewrite makes it int8_dynamic. Either way: int8 weights.
+    forms = convert.bwn_weight_forms(bwn_converted.model, flatbuffer)
+    assert forms["bwn_plain"] == forms["bwn_dense"] == "int8_full"
+    assert forms["bwn_bn"] in ("int8_full", "int8_dynamic")
+    x = _images((8, 8, 16), n=16, seed=8)
+    actual = convert.run_flatbuffer(flatbuffer, x)
+    assert np.mean(actual.argmax(-1) == bwn_converted.model(x, training=False).numpy().argmax(-1)) >= 0.8

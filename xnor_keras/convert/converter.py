@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import larq_compute_engine as lce
@@ -20,7 +21,7 @@ from xnor_keras.convert._common import (
 )
 from xnor_keras.convert.bwn import int8_bwn_filters
 from xnor_keras.convert.flatbuffer import _unknown_custom_ops
-from xnor_keras.convert.int8 import _check_calibration_data, _prepared_copy
+from xnor_keras.convert.int8 import _check_calibration_data, _prepared_copy, _too_large_for_int8_full
 
 __all__ = ["convert", "save_tflite", "timed_convert"]
 
@@ -84,8 +85,9 @@ def convert(
             * ``"int8_dynamic"``: int8 arithmetic on inputs rounded to int8 on the fly (TFLite's
               hybrid kernel). No calibration; outputs move by ~1e-3 relative.
             * ``"int8_full"``: int8 weights and activations, ranges measured on
-              `calibration_data`: the fastest by far on x86 (BWNResNet18 3x faster than its
-              float twin, see BENCHMARKS.md); :func:`int8_reference` computes what it does.
+              `calibration_data`: the fastest by far on x86 (see BENCHMARKS.md);
+              :func:`int8_reference` computes what it does. A BWN kernel of 128 MiB or more
+              (AlexNet's fc6), which LCE cannot quantize, gets ``"int8_dynamic"`` with a warning.
             * ``"float"``: float32 weights, as LCE writes them.
         calibration_data: inputs for the int8 ranges (required with `int8_float_layers` and
             ``bwn_weights="int8_full"``); a few dozen typical, preprocessed inputs.
@@ -116,7 +118,15 @@ def convert(
     if int8_float_layers or bwn_full:
         option = "int8_float_layers=True" if int8_float_layers else "bwn_weights='int8_full'"
         calibration = _check_calibration_data(model, calibration_data, option)
-    copy = _prepared_copy(model, calibration, float_layers=int8_float_layers, bwn_layers=bwn_full)
+    too_large = _too_large_for_int8_full(model) if bwn_full else []
+    if too_large:
+        warnings.warn(
+            f"BWN layers {too_large} have kernels of 128 MiB or more, which LCE's converter "
+            "cannot quantize; they get exact int8 weights with dynamic int8 arithmetic "
+            "(bwn_weights='int8_dynamic') instead of calibrated int8 activations.",
+            stacklevel=2,
+        )
+    copy = _prepared_copy(model, calibration, float_layers=int8_float_layers, bwn=bwn_full)
     try:
         flatbuffer = _lce_convert(
             copy,
@@ -146,6 +156,8 @@ def convert(
         )
     if bwn_weights in ("int8", "int8_dynamic"):
         flatbuffer, _ = int8_bwn_filters(model, flatbuffer, form=bwn_weights)
+    elif bwn_full and too_large:
+        flatbuffer, _ = int8_bwn_filters(model, flatbuffer, form="int8_dynamic")
     return flatbuffer
 
 

@@ -14,17 +14,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from xnor_keras.convert._common import (
-    ConversionError,
-    _check_bwn_weights,
-    _check_model,
-    _has_binary_input,
-    _has_binary_kernel,
-    _walk_layers,
-)
+from xnor_keras.convert._common import ConversionError, _check_bwn_weights, _check_model, _walk_layers
+from xnor_keras.convert.bwn import bwn_layers
 from xnor_keras.convert.prepare import _center_sign_thresholds, inference_copy
 
 __all__ = ["int8_reference", "quantize_float_layers"]
+
+# LCE's converter (TensorFlow's constant folding) folds ops on constants only below this size,
+# measured with LCE 0.16: a fake-quant op on a 118 MB kernel becomes an int8 constant, on a
+# 151 MB one (AlexNet's fc6) it stays a TensorFlow op that no TFLite runtime has.
+_LCE_FOLD_LIMIT_BYTES = 128 * 2**20
 
 
 def _int8_candidates(model: tf.keras.Model) -> list:
@@ -106,26 +105,47 @@ def _int8_call(layer, input_range: _Range, output_range: _Range | None):
     return call
 
 
+def _too_large_for_int8_full(model: tf.keras.Model) -> list[str]:
+    """BWN layers whose float32 kernel LCE cannot quantize (see _LCE_FOLD_LIMIT_BYTES)."""
+    return [
+        layer.name for layer in bwn_layers(model)
+        if 4 * int(np.prod(layer.kernel.shape)) >= _LCE_FOLD_LIMIT_BYTES
+    ]
+
+
 def _bwn_int8_call(layer, input_range: _Range, output_range: _Range | None):
     """int8 call of an inference copy's BWN layer: its kernel, alpha * sign(W), is exactly
     +-127 steps of alpha / 127 per output channel (nothing is lost); the input is int8 in its
-    calibrated range. A BWN Dense layer stays the 1x1 convolution it is written as."""
+    calibrated range. A BWN Dense layer stays the 1x1 convolution it is written as.
+
+    The kernel variable is set to alpha * sign(W) (and the layer's alpha to 1, so that its own
+    call still computes the same function) and the fake-quant bounds are constants: LCE then
+    quantizes the kernel as it is. Computing either in the graph leaves a large kernel such as
+    AlexNet's fc6 (151 MB) to TensorFlow's constant folding, which skips tensors above about
+    128 MiB, and the fake-quant op then has no TFLite form.
+    """
+    unit, alpha = layer._unit_kernel_and_alpha(layer.kernel)
+    alpha = np.asarray(alpha, np.float32)
+    layer.kernel.latent_variable.assign(np.asarray(unit, np.float32) * alpha)
+    layer._inference_alpha = tf.constant(np.ones_like(alpha))
+    bound = tf.constant(np.where(alpha > 0, alpha, 1e-8).astype(np.float32))
     conv = isinstance(layer, tf.keras.layers.Conv2D)
 
     def call(inputs, *args, **kwargs):
         inputs = input_range(inputs)
-        unit, alpha = layer._unit_kernel_and_alpha(layer.kernel)
-        kernel = tf.convert_to_tensor(unit) * tf.cast(alpha, unit.dtype)
+        kernel = tf.convert_to_tensor(layer.kernel.latent_variable)
+        if not conv:
+            kernel = tf.reshape(kernel, [1, 1, *kernel.shape])
+        kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            kernel, -bound, bound, num_bits=8, narrow_range=True
+        )
         if conv:
-            kernel = _fake_quant_kernel(kernel, per_channel=True)
-            # The plain convolution: the BWN layer's own op would multiply by alpha again.
+            # The plain convolution: the BWN layer's own op would scale by alpha (now 1) again.
             y = tf.keras.layers.Conv2D.convolution_op(layer, inputs, kernel)
         else:
-            units = int(kernel.shape[-1])
-            kernel = _fake_quant_kernel(tf.reshape(kernel, [1, 1, -1, units]), per_channel=True)
             x = tf.reshape(inputs, [-1, 1, 1, int(kernel.shape[2])])
             y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
-            y = tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [units]], axis=0))
+            y = tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [int(kernel.shape[-1])]], axis=0))
         if layer.use_bias:
             y = tf.nn.bias_add(y, layer.bias)
         if output_range is not None:  # an activation LCE does not fuse: quantize before it
@@ -169,24 +189,26 @@ def quantize_float_layers(
     batch_size: int = 16,
     *,
     float_layers: bool = True,
-    bwn_layers: bool = False,
+    bwn: bool = False,
 ) -> list[str]:
-    """Make the plain Conv2D / Dense layers (and/or the BWN layers) of an inference copy int8
-    for LCE, in place.
+    """Make the plain Conv2D / Dense layers (`float_layers`) and/or the BWN layers (`bwn`) of an
+    inference copy int8 for LCE, in place.
 
     Each such layer gets fake-quant ops that LCE's converter turns into an int8 op: its input
     and its output (after the BatchNorm and ReLU that follow it, which LCE fuses) at int8 with
     ranges measured on `calibration_data`, its kernel at symmetric per-channel int8 (exact for
-    a BWN kernel). Layers with binary inputs are untouched. The copy then computes, in Keras,
-    what the int8 flatbuffer computes. Returns the names of the layers made int8.
+    a BWN kernel). Layers with binary inputs are untouched, and so are BWN layers with kernels
+    of 128 MiB or more, which LCE cannot quantize (the converter gives them int8 weights with
+    dynamic int8 arithmetic after conversion). The copy then computes, in Keras, what the int8
+    flatbuffer computes (up to that dynamic rounding). Returns the names of the layers made int8.
     """
     data = _check_calibration_data(copy, calibration_data)
     ranges = []
     names = []
     float_candidates = _int8_candidates(copy) if float_layers else []
+    too_large = _too_large_for_int8_full(copy)
     bwn_candidates = [
-        layer for layer in _walk_layers(copy)
-        if bwn_layers and _has_binary_kernel(layer) and not _has_binary_input(layer)
+        layer for layer in (bwn_layers(copy) if bwn else []) if layer.name not in too_large
     ]
     for layer in _walk_layers(copy):
         if layer not in float_candidates and layer not in bwn_candidates:
@@ -215,15 +237,15 @@ def _prepared_copy(
     calibration_data: np.ndarray | None = None,
     *,
     float_layers: bool = True,
-    bwn_layers: bool = False,
+    bwn: bool = False,
 ) -> tf.keras.Model:
     """The model LCE is given: the inference copy with centred sign thresholds and, when
     `calibration_data` is given (already checked), int8 fake quantization of the float layers
-    (`float_layers`) and/or the BWN layers (`bwn_layers`)."""
+    (`float_layers`) and/or the BWN layers (`bwn`)."""
     copy = inference_copy(model)
     _center_sign_thresholds(copy)
-    if calibration_data is not None and (float_layers or bwn_layers):
-        quantize_float_layers(copy, calibration_data, float_layers=float_layers, bwn_layers=bwn_layers)
+    if calibration_data is not None and (float_layers or bwn):
+        quantize_float_layers(copy, calibration_data, float_layers=float_layers, bwn=bwn)
     return copy
 
 
@@ -252,5 +274,5 @@ def int8_reference(
         model,
         _check_calibration_data(model, calibration_data, option),
         float_layers=int8_float_layers,
-        bwn_layers=bwn_full,
+        bwn=bwn_full,
     )
