@@ -295,7 +295,7 @@ def task_convert(args: dict) -> dict:
     after_build = _status_mb("VmRSS")
     if args["converter"] == "lce":
         options = dict(args.get("convert_options") or {})
-        if options.get("int8_float_layers"):
+        if options.get("int8_float_layers") or options.get("bwn_weights") == "int8_full":
             # Ranges from 16 standard-normal images: size and latency do not depend on them.
             shape = (16, *model.inputs[0].shape[1:])
             options["calibration_data"] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

@@ -232,6 +232,12 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
         steps.append(("variant", f"convert {binary} {size}x{size} int8_float_layers=True (LCE)", "convert",
                       {"model": binary, "variant": "int8", "size": size, "converter": "lce",
                        "convert_options": {"int8_float_layers": True}, "output": fb(binary, "lce", ".int8")}))
+    for binary in ("BWNAlexNet", "BWNResNet18"):  # BWN layers with int8 activations too
+        size = sizes[family_of(binary)]
+        steps.append(("variant", f"convert {binary} {size}x{size} bwn_weights='int8_full' (LCE)", "convert",
+                      {"model": binary, "variant": "bwn_int8_full", "size": size, "converter": "lce",
+                       "convert_options": {"bwn_weights": "int8_full"},
+                       "output": fb(binary, "lce", ".bwn_int8_full")}))
     if diagnostics:
         for binary in ("XNORAlexNet", "XNORResNet18"):
             size = sizes[family_of(binary)]
@@ -263,6 +269,8 @@ def plan(args) -> list[tuple[str, str, str, dict]]:
             add(binary, "lce", "lce", variant="no-xnnpack")
             add(binary, "lce", "lce", xnnpack=True, variant="pad_values=1", path=fb(binary, "lce", ".pad1"))
             add(binary, "lce", "lce", xnnpack=True, variant="int8", path=fb(binary, "lce", ".int8"))
+            bwn = binaries[1]
+            add(bwn, "lce", "lce", xnnpack=True, variant="bwn_int8_full", path=fb(bwn, "lce", ".bwn_int8_full"))
         steps.append(("latency", f"latency, {flt} family: {len(configs)} configurations interleaved, "
                       f"{args.runs} runs each per thread count", "latency_family",
                       {"configs": configs, "threads": list(THREADS), "runs": args.runs, "warmup": args.warmup,

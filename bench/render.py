@@ -427,7 +427,9 @@ def markdown(data: dict) -> str:
                     "no-xnnpack": "LCE interpreter without XNNPACK (use_xnnpack=False: float ops on its own kernels)",
                     "pad_values=1": "pad_values=1.0 (binary padding), LCE interpreter + XNNPACK",
                     "int8": "int8_float_layers=True (int8 first/last layers), LCE interpreter + XNNPACK",
-                    "int8+xnnpack": "int8_float_layers=True, LCE interpreter with use_xnnpack=True"}[row["variant"]]
+                    "int8+xnnpack": "int8_float_layers=True, LCE interpreter with use_xnnpack=True",
+                    "bwn_int8_full": "bwn_weights='int8_full' (BWN layers with int8 activations too), "
+                                     "LCE interpreter + XNNPACK"}[row["variant"]]
             lines.append(f"| {row['model']}{_dagger(row)} | {desc} | {_mb(size)} | {_ms(row['latency'].get('1'))} | "
                          f"{_ms(row['latency'].get('2'))} | {speed} |")
         lines.append("")

@@ -243,6 +243,26 @@ def test_int8_float_layers_make_the_float_convolutions_int8(tmp_path, capsys):
     assert convert.op_histogram(flatbuffer)["LceBconv2d"] >= 9
 
 
+@pytest.mark.parametrize("form", ["int8", "int8_dynamic", "int8_full"])
+def test_bwn_weights_choose_the_form_of_the_bwn_layers(tmp_path, capsys, form):
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32))
+    out, report = tmp_path / "r.tflite", tmp_path / "r.json"
+    code, stdout, stderr = run(
+        ["BWNResNet18", "--input-shape", "32,32,3", "--classes", "10", "--no-verify", "--no-float-twin",
+         "--bwn-weights", form, *(["--calibration-data", calibration] if form == "int8_full" else []),
+         "-o", out, "--report-json", report],
+        capsys,
+    )
+    assert code == 0, stderr
+    assert f"BWN weights {form}" in stderr
+    assert "BWN layer weights: " + form + " x16" in stdout
+    data = json.loads(report.read_text())
+    assert {layer["bwn_weights"] for layer in data["layers"]} == {form}
+    if form == "int8":  # each BWN filter is unpacked once by a DEQUANTIZE op
+        assert convert.op_histogram(out.read_bytes())["DEQUANTIZE"] == 16
+
+
 def test_help_names_the_deployment_targets(capsys):
     code, stdout, _ = run(["--help"], capsys)
     assert code == 0
@@ -287,6 +307,10 @@ BAD_INPUTS = [
                  id="int8_without_calibration"),
     pytest.param(["@keras", "--calibration-data", "@root/x_bad.npy"], "only used with --int8-float-layers",
                  id="calibration_without_int8"),
+    pytest.param(["@keras", "--bwn-weights", "int4"], "argument --bwn-weights: invalid choice: 'int4'",
+                 id="bwn_weights_unknown"),
+    pytest.param(["@keras", "--bwn-weights", "int8_full"], "--bwn-weights int8_full: expected --calibration-data",
+                 id="bwn_int8_full_without_calibration"),
     pytest.param(["@keras", "--int8-float-layers", "--calibration-data", "@root/x_bad.npy"],
                  "--calibration-data of shape \\(n, 8, 8, 32\\), got \\(2, 4, 4, 3\\)", id="calibration_shape"),
     pytest.param(["@keras", "--int8-float-layers", "--calibration-data", "@junk_h5"],

@@ -773,3 +773,201 @@ def test_int8_needs_calibration_data_of_the_input_shape():
         convert.convert(model, int8_float_layers=True)
     with pytest.raises(convert.ConversionError, match=r"calibration_data.shape=\(4, 8, 8, 3\)"):
         convert.convert(model, int8_float_layers=True, calibration_data=np.zeros((4, 8, 8, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# BWN layers: int8 weights
+
+
+def _bwn_model() -> tf.keras.Model:
+    """Every BWN layer kind; `bwn_plain` has nothing folded into its filter (alpha * sign(W))."""
+    inputs = tf.keras.Input((8, 8, 16))
+    x = xl.BWNConv2D(32, 3, padding="same", name="bwn_plain")(inputs)
+    x = L.ReLU(name="relu1")(x)
+    x = xl.BWNConv2D(32, 3, strides=2, padding="same", name="bwn_bn")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.ReLU(name="relu2")(x)
+    x = L.Flatten(name="flatten")(x)
+    outputs = xl.BWNDense(10, name="bwn_dense")(x)
+    return tf.keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def bwn_converted():
+    tf.keras.utils.set_random_seed(3)
+    model = _bwn_model()
+    calibrate_batchnorm(model, _images((8, 8, 16), n=64, seed=3))
+    calibration = _images((8, 8, 16), n=32, seed=4)
+    flatbuffers = {
+        form: convert.convert(model, bwn_weights=form, calibration_data=calibration)
+        for form in convert.BWN_WEIGHTS
+    }
+    return types.SimpleNamespace(model=model, calibration=calibration, flatbuffers=flatbuffers)
+
+
+def _conv_filters(flatbuffer: bytes) -> list[types.SimpleNamespace]:
+    """Every CONV_2D filter as stored, read from the flatbuffer schema: its type, stored values,
+    per-channel scales (int8) and value as the runtime sees it (float32; for an int8 filter,
+    value * scale in float32, as TFLite's DEQUANTIZE and hybrid kernels compute it)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    graph = m.subgraphs[0]
+    producers = {out: op for op in graph.operators for out in op.outputs}
+    names = convert.op_names(flatbuffer)
+    found = []
+    for name, op in zip(names, graph.operators):
+        if name != "CONV_2D":
+            continue
+        index = op.inputs[1]
+        if m.buffers[graph.tensors[index].buffer].data is None:  # computed by a DEQUANTIZE
+            index = producers[index].inputs[0]
+        tensor = graph.tensors[index]
+        raw = bytes(m.buffers[tensor.buffer].data)
+        if tensor.type == schema.TensorType.FLOAT32:
+            values = np.frombuffer(raw, np.float32).reshape(tensor.shape)
+            found.append(types.SimpleNamespace(type="float32", values=values, scales=None, weights=values,
+                                               stored_bytes=len(raw)))
+            continue
+        assert tensor.type == schema.TensorType.INT8
+        values = np.frombuffer(raw, np.int8).reshape(tensor.shape)
+        scales = np.asarray(tensor.quantization.scale, np.float32)
+        assert list(tensor.quantization.zeroPoint) == [0] * len(scales)
+        per_channel = scales.reshape(-1, *[1] * (values.ndim - 1))
+        found.append(types.SimpleNamespace(type="int8", values=values, scales=scales,
+                                           weights=values.astype(np.float32) * per_channel,
+                                           stored_bytes=len(raw)))
+    return found
+
+
+def _keras_filter(model, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha * sign(W) in TFLite's (out, h, w, in) layout, alpha) of BWN layer `name`, as the
+    converted Keras model (the inference copy) computes it: sign(W) from the latent weights
+    (numpy, sign(0) = +1) times the alpha the copy holds as a constant."""
+    layer = model.get_layer(name)
+    alpha = np.asarray(convert.inference_copy(model).get_layer(name)._inference_alpha, np.float32)
+    sign = np.moveaxis(numpy_sign(np.asarray(layer.kernel.latent_variable)), -1, 0).astype(np.float32)
+    return sign * alpha.reshape(-1, *[1] * (sign.ndim - 1)), alpha
+
+
+@pytest.mark.parametrize("form", ["int8", "int8_dynamic"])
+def test_bwn_int8_weights_are_alpha_sign_exactly(bwn_converted, form):
+    model = bwn_converted.model
+    floats = _conv_filters(bwn_converted.flatbuffers["float"])
+    int8s = _conv_filters(bwn_converted.flatbuffers[form])
+    assert [f.type for f in floats] == ["float32"] * 3 and [f.type for f in int8s] == ["int8"] * 3
+    for f, q in zip(floats, int8s):
+        assert set(np.unique(q.values)) <= {-1, 1}  # +-1 steps of the channel's scale
+        np.testing.assert_array_equal(q.weights, f.weights)  # bit for bit, BatchNorm folded or not
+    # Nothing is folded into the first filter: it is alpha * sign(W) itself, bit for bit.
+    expected, alpha = _keras_filter(model, "bwn_plain")
+    assert len(np.unique(alpha)) > 1  # alphas differ between channels
+    np.testing.assert_array_equal(int8s[0].weights, expected)
+    np.testing.assert_array_equal(int8s[0].scales, alpha)
+    # The Keras layer computes the same alpha = mean |W| (XLA-compiled: another summation
+    # order, so up to a few float32 ulps apart).
+    with lq.context.quantized_scope(True):
+        keras = np.asarray(model.get_layer("bwn_plain").kernel_quantizer(model.get_layer("bwn_plain").kernel.latent_variable))
+    np.testing.assert_allclose(int8s[0].weights, np.moveaxis(keras, -1, 0), rtol=1e-6, atol=0)
+
+
+def test_bwn_int8_full_weights_are_127_steps_of_alpha(bwn_converted):
+    q = _conv_filters(bwn_converted.flatbuffers["int8_full"])[0]
+    expected, alpha = _keras_filter(bwn_converted.model, "bwn_plain")
+    assert q.type == "int8"
+    np.testing.assert_array_equal(q.values, 127 * np.sign(expected))
+    # The scale is alpha / 127 rounded to float32: alpha comes back to within float32 rounding.
+    np.testing.assert_allclose(q.scales.astype(np.float64) * 127, alpha, rtol=2.0**-23, atol=0)
+
+
+def test_bwn_int8_filters_store_one_byte_per_weight(bwn_converted):
+    floats = _conv_filters(bwn_converted.flatbuffers["float"])
+    for form in ("int8", "int8_dynamic", "int8_full"):
+        int8s = _conv_filters(bwn_converted.flatbuffers[form])
+        assert [q.stored_bytes * 4 for q in int8s] == [f.stored_bytes for f in floats]
+        # The whole file of this tiny model: the filters, plus a few kB of graph and biases.
+        assert len(bwn_converted.flatbuffers["float"]) / len(bwn_converted.flatbuffers[form]) > 3
+
+
+def test_bwn_int8_computes_exactly_what_float_weights_compute(bwn_converted):
+    x = _images((8, 8, 16), n=16, seed=8)
+    float_out = convert.run_flatbuffer(bwn_converted.flatbuffers["float"], x)
+    np.testing.assert_array_equal(convert.run_flatbuffer(bwn_converted.flatbuffers["int8"], x), float_out)
+    v = convert.verify(bwn_converted.model, bwn_converted.flatbuffers["int8"], x)
+    assert v.passed and v.max_rel_diff <= 1e-5, v
+
+
+def test_bwn_int8_dynamic_and_full_agree_with_keras_within_measured_tolerance(bwn_converted):
+    model, x = bwn_converted.model, _images((8, 8, 16), n=16, seed=8)
+    # int8_dynamic rounds each BWN layer's input to int8 per example: measured 0.9-1.2e-2
+    # relative on this model (4 seeds; 3 BWN layers in a row), 4e-4 on BWNResNet18 and
+    # BWNAlexNet at 224x224.
+    v = convert.verify(model, bwn_converted.flatbuffers["int8_dynamic"], x, rtol=0.05, min_agreement=0.9)
+    assert v.passed and v.max_rel_diff > 1e-5, v  # rounded, yet close
+    # int8_full against the Keras model with the same fake-quant ops: a few output steps.
+    reference = convert.int8_reference(
+        model, bwn_converted.calibration, int8_float_layers=False, bwn_weights="int8_full"
+    )
+    v = convert.verify(reference, bwn_converted.flatbuffers["int8_full"], x, rtol=0.05, min_agreement=0.9)
+    assert v.passed, v
+    # ... and an approximation of the float model (ranges from 32 random inputs; inputs beyond
+    # them clip), not a different model.
+    actual = convert.run_flatbuffer(bwn_converted.flatbuffers["int8_full"], x)
+    assert np.mean(actual.argmax(-1) == model(x, training=False).numpy().argmax(-1)) >= 0.8
+
+
+@pytest.mark.parametrize("form", ["int8", "int8_dynamic", "int8_full", "float"])
+def test_report_names_the_form_of_each_bwn_layer(bwn_converted, form):
+    report = convert.conversion_report(bwn_converted.model, bwn_converted.flatbuffers[form])
+    assert [(layer.name, layer.bwn_weights) for layer in report.layers] == [
+        ("bwn_plain", form), ("bwn_bn", form), ("bwn_dense", form)
+    ]
+    assert all(f"bwn_weights={form!r}" in layer.note for layer in report.layers)
+    assert report.int8_layers == []  # that list is for full-precision layers
+    assert f"BWN layer weights: {form} x3" in report.format_table()
+    assert json.loads(report.to_json())["layers"][0]["bwn_weights"] == form
+
+
+def test_bwn_weights_leave_models_without_bwn_layers_alone():
+    model = _tiny_binary_model()
+    default, float_weights = convert.convert(model), convert.convert(model, bwn_weights="float")
+    assert convert.op_histogram(default) == convert.op_histogram(float_weights)
+    assert len(default) == len(float_weights)
+    assert convert.bwn_weight_forms(model, default) == {}
+
+
+@pytest.mark.parametrize("value", ["int4", "INT8", None, 8])
+def test_bad_bwn_weights_raise_one_clear_error(value):
+    with pytest.raises(convert.ConversionError, match=r"Expected `bwn_weights` to be one of \('int8', "):
+        convert.convert(_tiny_binary_model(), bwn_weights=value)
+
+
+def test_bwn_int8_full_needs_calibration_data():
+    with pytest.raises(convert.ConversionError, match="Expected `calibration_data` with `bwn_weights='int8_full'`"):
+        convert.convert(_bwn_model(), bwn_weights="int8_full")
+    with pytest.raises(convert.ConversionError, match="Expected `bwn_weights`"):
+        convert.int8_reference(_bwn_model(), _images((8, 8, 16), n=2), bwn_weights="int4")
+
+
+def test_bwn_kernels_too_large_for_lce_fall_back_to_int8_dynamic_with_a_warning(bwn_converted, monkeypatch):
+    # LCE 0.16 cannot quantize a kernel of 128 MiB or more (AlexNet's fc6, 151 MB; measured).
+    # Lower the limit so that only bwn_bn (36 kB) is "too large", to test the fallback fast.
+    from xnor_keras.convert import int8 as int8_module
+
+    monkeypatch.setattr(int8_module, "_LCE_FOLD_LIMIT_BYTES", 30_000)
+    with pytest.warns(UserWarning, match=r"BWN layers \['bwn_bn'\] have kernels of 128 MiB or more"):
+        flatbuffer = convert.convert(
+            bwn_converted.model, bwn_weights="int8_full", calibration_data=bwn_converted.calibration
+        )
+    copy = convert.inference_copy(bwn_converted.model)
+    assert int8_module.quantize_float_layers(
+        copy, bwn_converted.calibration, float_layers=False, bwn=True
+    ) == ["bwn_plain", "bwn_dense"]
+    # Between int8 neighbours LCE quantizes such a small kernel itself; a really large one stays
+    # float until the converter's rewrite makes it int8_dynamic. Either way: int8 weights.
+    forms = convert.bwn_weight_forms(bwn_converted.model, flatbuffer)
+    assert forms["bwn_plain"] == forms["bwn_dense"] == "int8_full"
+    assert forms["bwn_bn"] in ("int8_full", "int8_dynamic")
+    x = _images((8, 8, 16), n=16, seed=8)
+    actual = convert.run_flatbuffer(flatbuffer, x)
+    assert np.mean(actual.argmax(-1) == bwn_converted.model(x, training=False).numpy().argmax(-1)) >= 0.8

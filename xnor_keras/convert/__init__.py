@@ -10,6 +10,7 @@ One module per concern, dependencies pointing one way:
 * ``_common``: targets, op names, :class:`ConversionError`, walking a model's layers.
 * ``prepare``: the inference copy (binary kernels as constants, centred sign thresholds).
 * ``int8``: int8 fake quantization of layers, and the prepared copy LCE is given.
+* ``bwn``: int8 weights for BWN layers, written into the flatbuffer; which form each took.
 * ``converter``: the LCE call (:func:`convert`), :func:`save_tflite`.
 * ``flatbuffer``: reading a flatbuffer (op names, which ops each layer became).
 * ``runtime``: running a flatbuffer on LCE's interpreter (outputs, latency).
@@ -32,10 +33,12 @@ import larq_compute_engine as lce
 
 from xnor_keras.convert._common import (
     BINARY_OPS,
+    BWN_WEIGHTS,
     LCE_OPS,
     TARGETS,
     ConversionError,
 )
+from xnor_keras.convert.bwn import bwn_weight_forms
 from xnor_keras.convert.converter import _lce_convert, convert, save_tflite, timed_convert
 from xnor_keras.convert.flatbuffer import op_histogram, op_names
 from xnor_keras.convert.int8 import _prepared_copy, int8_reference, quantize_float_layers
@@ -49,11 +52,13 @@ from xnor_keras.convert.runtime import measure_latency, run_flatbuffer
 from xnor_keras.convert.verification import Verification, verify
 
 __all__ = [
+    "BWN_WEIGHTS",
     "TARGETS",
     "ConversionError",
     "ConversionReport",
     "LayerConversion",
     "Verification",
+    "bwn_weight_forms",
     "conversion_report",
     "convert",
     "inference_copy",

@@ -12,6 +12,12 @@ BINARY_OPS = ("LceBconv2d",)
 # The custom ops LCE 0.16 registers; any other custom op in a flatbuffer has no kernel anywhere.
 LCE_OPS = ("LceBconv2d", "LceBMaxPool2d", "LceDequantize", "LceQuantize")
 _IO_TYPES = {"float32": tf.float32, "int8": tf.int8}
+# How a BWN layer (real inputs, +-alpha weights; no LCE op) is stored and computed:
+#   "int8"          int8 weights in the file, float32 arithmetic (bit-exact; no calibration)
+#   "int8_dynamic"  int8 weights, int8 arithmetic on inputs rounded on the fly (no calibration)
+#   "int8_full"     int8 weights and int8 activations, ranges from `calibration_data`
+#   "float"         float32 weights, as LCE writes them
+BWN_WEIGHTS = ("int8", "int8_dynamic", "int8_full", "float")
 # Short name given to the inference copy: LCE keeps only 50 characters of each tensor name, and
 # the report finds layers by name, so the model-name prefix should not eat them.
 _COPY_NAME = "m"
@@ -19,6 +25,14 @@ _COPY_NAME = "m"
 
 class ConversionError(ValueError):
     """The model cannot be converted; the message says why and what to do."""
+
+
+def _check_bwn_weights(value) -> None:
+    if not isinstance(value, str) or value not in BWN_WEIGHTS:
+        raise ConversionError(
+            f"Expected `bwn_weights` to be one of {BWN_WEIGHTS}, got {value!r}. "
+            f"Received: bwn_weights={value!r}"
+        )
 
 
 def _walk_layers(model: tf.keras.Model) -> Iterator[tf.keras.layers.Layer]:

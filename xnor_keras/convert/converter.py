@@ -5,15 +5,23 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
-from xnor_keras.convert._common import _IO_TYPES, TARGETS, ConversionError, _check_model
+from xnor_keras.convert._common import (
+    _IO_TYPES,
+    TARGETS,
+    ConversionError,
+    _check_bwn_weights,
+    _check_model,
+)
+from xnor_keras.convert.bwn import int8_bwn_filters
 from xnor_keras.convert.flatbuffer import _unknown_custom_ops
-from xnor_keras.convert.int8 import _check_calibration_data, _prepared_copy
+from xnor_keras.convert.int8 import _check_calibration_data, _prepared_copy, _too_large_for_int8_full
 
 __all__ = ["convert", "save_tflite", "timed_convert"]
 
@@ -50,6 +58,7 @@ def convert(
     inference_input_type: str = "float32",
     inference_output_type: str = "float32",
     int8_float_layers: bool = False,
+    bwn_weights: str = "int8",
     calibration_data: np.ndarray | None = None,
 ) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer with LCE's binary ops.
@@ -66,8 +75,22 @@ def convert(
             from 23.9 to 11.5 MB. This changes the model's function slightly (int8 rounding);
             :func:`int8_reference` gives the Keras model that computes what the flatbuffer
             does.
-        calibration_data: inputs for the int8 ranges (required with `int8_float_layers`); a
-            few dozen typical, preprocessed inputs.
+        bwn_weights: how the Binary-Weight-Network layers (real inputs, +-alpha weights; LCE
+            has no op for them) are stored and computed; all int8 forms store the weights
+            exactly (int8 +-1 or +-127 steps of alpha per output channel, 4x smaller):
+
+            * ``"int8"`` (default): int8 in the file, float32 arithmetic; outputs are bit for
+              bit those of ``"float"``. No calibration; as fast as float (weights are unpacked
+              once, when the interpreter is prepared).
+            * ``"int8_dynamic"``: int8 arithmetic on inputs rounded to int8 on the fly (TFLite's
+              hybrid kernel). No calibration; outputs move by ~1e-3 relative.
+            * ``"int8_full"``: int8 weights and activations, ranges measured on
+              `calibration_data`: the fastest by far on x86 (see BENCHMARKS.md);
+              :func:`int8_reference` computes what it does. A BWN kernel of 128 MiB or more
+              (AlexNet's fc6), which LCE cannot quantize, gets ``"int8_dynamic"`` with a warning.
+            * ``"float"``: float32 weights, as LCE writes them.
+        calibration_data: inputs for the int8 ranges (required with `int8_float_layers` and
+            ``bwn_weights="int8_full"``); a few dozen typical, preprocessed inputs.
 
     Returns:
         The flatbuffer as bytes.
@@ -89,8 +112,21 @@ def convert(
                 f"Expected `{name}` to be one of {tuple(_IO_TYPES)}, got {value!r}. "
                 f"Received: {name}={value!r}"
             )
-    calibration = _check_calibration_data(model, calibration_data) if int8_float_layers else None
-    copy = _prepared_copy(model, calibration)
+    _check_bwn_weights(bwn_weights)
+    bwn_full = bwn_weights == "int8_full"
+    calibration = None
+    if int8_float_layers or bwn_full:
+        option = "int8_float_layers=True" if int8_float_layers else "bwn_weights='int8_full'"
+        calibration = _check_calibration_data(model, calibration_data, option)
+    too_large = _too_large_for_int8_full(model) if bwn_full else []
+    if too_large:
+        warnings.warn(
+            f"BWN layers {too_large} have kernels of 128 MiB or more, which LCE's converter "
+            "cannot quantize; they get exact int8 weights with dynamic int8 arithmetic "
+            "(bwn_weights='int8_dynamic') instead of calibrated int8 activations.",
+            stacklevel=2,
+        )
+    copy = _prepared_copy(model, calibration, float_layers=int8_float_layers, bwn=bwn_full)
     try:
         flatbuffer = _lce_convert(
             copy,
@@ -118,6 +154,10 @@ def convert(
             "expressible in TFLite builtin ops or LCE ops (no Python-side Lambda code such as "
             "tf.py_function, no float64 arithmetic)."
         )
+    if bwn_weights in ("int8", "int8_dynamic"):
+        flatbuffer, _ = int8_bwn_filters(model, flatbuffer, form=bwn_weights)
+    elif bwn_full and too_large:
+        flatbuffer, _ = int8_bwn_filters(model, flatbuffer, form="int8_dynamic")
     return flatbuffer
 
 

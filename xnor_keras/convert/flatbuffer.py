@@ -64,13 +64,14 @@ def _ops_by_layer(flatbuffer: bytes) -> dict[str, list[str]]:
     return by_layer
 
 
-def _int8_layers(flatbuffer: bytes) -> list[str]:
-    """Layers whose CONV_2D / FULLY_CONNECTED op runs with int8 weights (int8_float_layers)."""
+def _int8_layers(flatbuffer: bytes, skip: frozenset[int] = frozenset()) -> list[str]:
+    """Layers whose CONV_2D / FULLY_CONNECTED op runs with int8 weights (int8_float_layers),
+    except the operators with an index in `skip`."""
     schema, model = _schema_model(flatbuffer)
     graph = model.subgraphs[0]
     found: dict[str, None] = {}
-    for op in graph.operators:
-        if _op_name(schema, model, op) not in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+    for index, op in enumerate(graph.operators):
+        if index in skip or _op_name(schema, model, op) not in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
             continue
         if graph.tensors[op.inputs[1]].type != schema.TensorType.INT8:
             continue

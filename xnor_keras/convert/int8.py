@@ -1,8 +1,12 @@
-"""int8 for the full-precision layers, and the prepared copy that LCE is given.
+"""int8 for the full-precision and BWN layers, and the prepared copy that LCE is given.
 
 * :func:`quantize_float_layers` adds fake-quant ops (calibrated activation ranges, per-channel
-  int8 kernels) that LCE's converter turns into int8 ops.
+  int8 kernels) that LCE's converter turns into int8 ops: for the full-precision layers
+  (``int8_float_layers=True``) and, with ``bwn_weights="int8_full"``, the BWN layers.
 * :func:`int8_reference` is the Keras model that computes what the int8 flatbuffer computes.
+
+The BWN forms that keep float activations (``"int8"``, ``"int8_dynamic"``) are written into
+the flatbuffer after conversion: see :mod:`xnor_keras.convert.bwn`.
 """
 
 from __future__ import annotations
@@ -10,10 +14,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from xnor_keras.convert._common import ConversionError, _check_model, _walk_layers
+from xnor_keras.convert._common import ConversionError, _check_bwn_weights, _check_model, _walk_layers
+from xnor_keras.convert.bwn import bwn_layers
 from xnor_keras.convert.prepare import _center_sign_thresholds, inference_copy
 
 __all__ = ["int8_reference", "quantize_float_layers"]
+
+# LCE's converter (TensorFlow's constant folding) folds ops on constants only below this size,
+# measured with LCE 0.16: a fake-quant op on a 118 MB kernel becomes an int8 constant, on a
+# 151 MB one (AlexNet's fc6) it stays a TensorFlow op that no TFLite runtime has.
+_LCE_FOLD_LIMIT_BYTES = 128 * 2**20
 
 
 def _int8_candidates(model: tf.keras.Model) -> list:
@@ -95,6 +105,56 @@ def _int8_call(layer, input_range: _Range, output_range: _Range | None):
     return call
 
 
+def _too_large_for_int8_full(model: tf.keras.Model) -> list[str]:
+    """BWN layers whose float32 kernel LCE cannot quantize (see _LCE_FOLD_LIMIT_BYTES)."""
+    return [
+        layer.name for layer in bwn_layers(model)
+        if 4 * int(np.prod(layer.kernel.shape)) >= _LCE_FOLD_LIMIT_BYTES
+    ]
+
+
+def _bwn_int8_call(layer, input_range: _Range, output_range: _Range | None):
+    """int8 call of an inference copy's BWN layer: its kernel, alpha * sign(W), is exactly
+    +-127 steps of alpha / 127 per output channel (nothing is lost); the input is int8 in its
+    calibrated range. A BWN Dense layer stays the 1x1 convolution it is written as.
+
+    The kernel variable is set to alpha * sign(W) (and the layer's alpha to 1, so that its own
+    call still computes the same function) and the fake-quant bounds are constants: LCE then
+    quantizes the kernel as it is. Computing either in the graph leaves a large kernel such as
+    AlexNet's fc6 (151 MB) to TensorFlow's constant folding, which skips tensors above about
+    128 MiB, and the fake-quant op then has no TFLite form.
+    """
+    unit, alpha = layer._unit_kernel_and_alpha(layer.kernel)
+    alpha = np.asarray(alpha, np.float32)
+    layer.kernel.latent_variable.assign(np.asarray(unit, np.float32) * alpha)
+    layer._inference_alpha = tf.constant(np.ones_like(alpha))
+    bound = tf.constant(np.where(alpha > 0, alpha, 1e-8).astype(np.float32))
+    conv = isinstance(layer, tf.keras.layers.Conv2D)
+
+    def call(inputs, *args, **kwargs):
+        inputs = input_range(inputs)
+        kernel = tf.convert_to_tensor(layer.kernel.latent_variable)
+        if not conv:
+            kernel = tf.reshape(kernel, [1, 1, *kernel.shape])
+        kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            kernel, -bound, bound, num_bits=8, narrow_range=True
+        )
+        if conv:
+            # The plain convolution: the BWN layer's own op would scale by alpha (now 1) again.
+            y = tf.keras.layers.Conv2D.convolution_op(layer, inputs, kernel)
+        else:
+            x = tf.reshape(inputs, [-1, 1, 1, int(kernel.shape[2])])
+            y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+            y = tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [int(kernel.shape[-1])]], axis=0))
+        if layer.use_bias:
+            y = tf.nn.bias_add(y, layer.bias)
+        if output_range is not None:  # an activation LCE does not fuse: quantize before it
+            y = output_range(y)
+        return layer.activation(y) if layer.activation is not None else y
+
+    return call
+
+
 def _output_call(original_call, output_range: _Range):
     def call(inputs, *args, **kwargs):
         return output_range(original_call(inputs, *args, **kwargs))
@@ -102,10 +162,12 @@ def _output_call(original_call, output_range: _Range):
     return call
 
 
-def _check_calibration_data(model: tf.keras.Model, calibration_data) -> np.ndarray:
+def _check_calibration_data(
+    model: tf.keras.Model, calibration_data, option: str = "int8_float_layers=True"
+) -> np.ndarray:
     if calibration_data is None:
         raise ConversionError(
-            "Expected `calibration_data` with `int8_float_layers=True`: a few dozen typical "
+            f"Expected `calibration_data` with `{option}`: a few dozen typical "
             "inputs (preprocessed as for the model) from which the int8 ranges of the "
             "activations are measured. Received: calibration_data=None"
         )
@@ -121,28 +183,46 @@ def _check_calibration_data(model: tf.keras.Model, calibration_data) -> np.ndarr
     return data
 
 
-def quantize_float_layers(copy: tf.keras.Model, calibration_data, batch_size: int = 16) -> list[str]:
-    """Make the plain Conv2D / Dense layers of an inference copy int8 for LCE, in place.
+def quantize_float_layers(
+    copy: tf.keras.Model,
+    calibration_data,
+    batch_size: int = 16,
+    *,
+    float_layers: bool = True,
+    bwn: bool = False,
+) -> list[str]:
+    """Make the plain Conv2D / Dense layers (`float_layers`) and/or the BWN layers (`bwn`) of an
+    inference copy int8 for LCE, in place.
 
     Each such layer gets fake-quant ops that LCE's converter turns into an int8 op: its input
     and its output (after the BatchNorm and ReLU that follow it, which LCE fuses) at int8 with
-    ranges measured on `calibration_data`, its kernel at symmetric per-channel int8. Binary
-    layers are untouched. The copy then computes, in Keras, what the int8 flatbuffer computes.
-    Returns the names of the layers made int8.
+    ranges measured on `calibration_data`, its kernel at symmetric per-channel int8 (exact for
+    a BWN kernel). Layers with binary inputs are untouched, and so are BWN layers with kernels
+    of 128 MiB or more, which LCE cannot quantize (the converter gives them int8 weights with
+    dynamic int8 arithmetic after conversion). The copy then computes, in Keras, what the int8
+    flatbuffer computes (up to that dynamic rounding). Returns the names of the layers made int8.
     """
     data = _check_calibration_data(copy, calibration_data)
     ranges = []
     names = []
-    for layer in _int8_candidates(copy):
+    float_candidates = _int8_candidates(copy) if float_layers else []
+    too_large = _too_large_for_int8_full(copy)
+    bwn_candidates = [
+        layer for layer in (bwn_layers(copy) if bwn else []) if layer.name not in too_large
+    ]
+    for layer in _walk_layers(copy):
+        if layer not in float_candidates and layer not in bwn_candidates:
+            continue
         end = _fusable_chain_end(layer)
         input_range, output_range = _Range(), _Range()
         ranges += [input_range, output_range]
+        make_call = _bwn_int8_call if layer in bwn_candidates else _int8_call
         if end is layer and layer.activation not in (
             None, tf.keras.activations.linear, tf.keras.activations.relu
         ):
-            layer.call = _int8_call(layer, input_range, output_range)
+            layer.call = make_call(layer, input_range, output_range)
         else:
-            layer.call = _int8_call(layer, input_range, None)
+            layer.call = make_call(layer, input_range, None)
             end.call = _output_call(end.call, output_range)
         names.append(layer.name)
     for start in range(0, len(data), batch_size):  # eager: the ranges record min/max
@@ -152,22 +232,47 @@ def quantize_float_layers(copy: tf.keras.Model, calibration_data, batch_size: in
     return names
 
 
-def _prepared_copy(model: tf.keras.Model, calibration_data: np.ndarray | None = None) -> tf.keras.Model:
+def _prepared_copy(
+    model: tf.keras.Model,
+    calibration_data: np.ndarray | None = None,
+    *,
+    float_layers: bool = True,
+    bwn: bool = False,
+) -> tf.keras.Model:
     """The model LCE is given: the inference copy with centred sign thresholds and, when
-    `calibration_data` is given (already checked), int8 fake quantization of the float layers."""
+    `calibration_data` is given (already checked), int8 fake quantization of the float layers
+    (`float_layers`) and/or the BWN layers (`bwn`)."""
     copy = inference_copy(model)
     _center_sign_thresholds(copy)
-    if calibration_data is not None:
-        quantize_float_layers(copy, calibration_data)
+    if calibration_data is not None and (float_layers or bwn):
+        quantize_float_layers(copy, calibration_data, float_layers=float_layers, bwn=bwn)
     return copy
 
 
-def int8_reference(model: tf.keras.Model, calibration_data) -> tf.keras.Model:
-    """The Keras model that computes what ``convert(model, int8_float_layers=True,
-    calibration_data=...)`` computes: the inference copy with the same fake-quant ops.
+def int8_reference(
+    model: tf.keras.Model,
+    calibration_data,
+    *,
+    int8_float_layers: bool = True,
+    bwn_weights: str = "int8",
+) -> tf.keras.Model:
+    """The Keras model that computes what ``convert(model, int8_float_layers=...,
+    bwn_weights=..., calibration_data=...)`` computes: the inference copy with the same
+    fake-quant ops.
 
     Use it as the reference when checking an int8 flatbuffer (the float model differs from it
-    by int8 rounding), and to measure what int8 costs in accuracy on your data.
+    by int8 rounding), and to measure what int8 costs in accuracy on your data. The BWN forms
+    ``"int8"`` and ``"float"`` are exact, so they add nothing here; ``"int8_dynamic"`` rounds
+    each input on the fly inside the op, which the reference does not model (compare with the
+    float model, with a tolerance).
     """
     _check_model(model)
-    return _prepared_copy(model, _check_calibration_data(model, calibration_data))
+    _check_bwn_weights(bwn_weights)
+    bwn_full = bwn_weights == "int8_full"
+    option = "bwn_weights='int8_full'" if bwn_full and not int8_float_layers else "int8_float_layers=True"
+    return _prepared_copy(
+        model,
+        _check_calibration_data(model, calibration_data, option),
+        float_layers=int8_float_layers,
+        bwn=bwn_full,
+    )

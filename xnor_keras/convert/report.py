@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from typing import Iterator
@@ -11,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from xnor_keras.convert._common import BINARY_OPS, _has_binary_input, _has_binary_kernel, _walk_layers
+from xnor_keras.convert.bwn import _bwn_ops, bwn_layers
 from xnor_keras.convert.flatbuffer import _int8_layers, _ops_by_layer, op_histogram
 from xnor_keras.convert.prepare import _lce_misreads_zero_padding
 from xnor_keras.convert.verification import Verification
@@ -28,6 +30,9 @@ class LayerConversion:
     ops: list[str]
     binary: bool
     note: str
+    # BWN layers only: the form of the weights ("int8", "int8_dynamic", "int8_full", "float";
+    # see convert(bwn_weights=...)), read from the flatbuffer.
+    bwn_weights: str | None = None
 
 
 @dataclasses.dataclass
@@ -86,6 +91,9 @@ class ConversionReport:
         lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in self.op_histogram.items()))
         if self.int8_layers:
             lines.append(f"int8 layers (int8 weights and activations): {', '.join(self.int8_layers)}")
+        forms = collections.Counter(layer.bwn_weights for layer in self.layers if layer.bwn_weights)
+        if forms:
+            lines.append("BWN layer weights: " + ", ".join(f"{k} x{v}" for k, v in forms.items()))
         size = (
             f"flatbuffer {self.flatbuffer_bytes / 2**20:.2f} MiB; Keras float32 weights "
             f"{self.keras_float32_bytes / 2**20:.2f} MiB "
@@ -113,13 +121,23 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _layer_note(layer, ops: list[str], binary: bool) -> str:
+_BWN_FORM_NOTES = {
+    "int8": "int8 +-alpha weights (exact), float32 arithmetic",
+    "int8_dynamic": "int8 +-alpha weights (exact), int8 arithmetic on inputs rounded on the fly",
+    "int8_full": "int8 +-alpha weights (exact) and int8 activations (calibrated)",
+    "float": "float32 +-alpha weights",
+    "not found": "no convolution with its weights was found",
+}
+
+
+def _layer_note(layer, ops: list[str], binary: bool, bwn_form: str | None = None) -> str:
     if binary:
         return ""
     if not _has_binary_input(layer):
         return (
             "real-valued input: LCE has no op for real activations x binary weights, so it runs "
-            "as a float convolution with +-alpha weights (smaller when int8-quantized, not faster)"
+            f"as a TFLite convolution with {_BWN_FORM_NOTES.get(bwn_form, bwn_form)} "
+            f"(bwn_weights={bwn_form!r})"
         )
     if _lce_misreads_zero_padding(layer):
         return (
@@ -146,7 +164,10 @@ def conversion_report(
 ) -> ConversionReport:
     """Build the :class:`ConversionReport` of `model` converted to `flatbuffer`."""
     by_layer = _ops_by_layer(flatbuffer)
+    bwn_ops = _bwn_ops(model, flatbuffer)
+    bwn_forms = dict(bwn_ops.values())
     profile = {p.name: p for p in _layer_profiles(lq.models.ModelProfile(model))}
+    bwn = bwn_layers(model)
     layers = []
     total_macs = 0
     for layer in _walk_layers(model):
@@ -163,7 +184,8 @@ def conversion_report(
                 macs=macs,
                 ops=ops,
                 binary=binary,
-                note=_layer_note(layer, ops, binary),
+                note=_layer_note(layer, ops, binary, bwn_forms.get(layer.name, "not found")),
+                bwn_weights=bwn_forms.get(layer.name, "not found") if layer in bwn else None,
             )
         )
     keras_bytes = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
@@ -178,7 +200,8 @@ def conversion_report(
         conversion_seconds=conversion_seconds,
         float_twin_flatbuffer_bytes=float_twin_flatbuffer_bytes,
         verification=verification,
-        int8_layers=_int8_layers(flatbuffer),
+        # Full-precision layers made int8; BWN layers say their form in `layers`.
+        int8_layers=_int8_layers(flatbuffer, skip=frozenset(bwn_ops)),
     )
 
 
