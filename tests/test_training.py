@@ -137,6 +137,48 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_run_that_fails_validation_leaves_nothing_behind(tmp_path, capsys):
+    run = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=16):
+        code = train_main(["--model", "XNORResNet18", "--dataset", "cifar10", "--image-size", "16",
+                           "--output", str(run), "--epochs", "1"])
+    assert code == 2 and "at least 32" in capsys.readouterr().err
+    assert not run.exists()
+    with tfds.testing.mock_data(num_examples=16):  # the corrected retry is not refused
+        code = train_main([*SMALL, "--output", str(run), "--epochs", "1", "--steps-per-epoch", "1"])
+    assert code == 0, capsys.readouterr().err
+
+
+def _tensorboard_epochs(run: Path) -> list[int]:
+    steps = []
+    for path in sorted((run / "tensorboard" / "train").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for value in event.summary.value if value.tag == "epoch_loss"]
+    return sorted(steps)
+
+
+def test_resume_with_more_epochs_continues_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=32):
+        assert train_main([*SMALL, "--output", str(run), "--epochs", "2", "--steps-per-epoch", "3"]) == 0
+        first = tf.keras.models.load_model(run / "model.keras")
+        capsys.readouterr()
+        # Options not given again (--steps-per-epoch, --batch-size ...) are the run's own.
+        assert train_main(["--model", MODEL, "--dataset", "cifar10", "--output", str(run), "--resume",
+                           "--epochs", "4"]) == 0
+        err = capsys.readouterr().err
+        assert "continuing the finished run from epoch 3" in err
+        assert train_main(["--model", MODEL, "--dataset", "cifar10", "--output", str(run), "--resume"]) == 0
+        assert "already finished its 4 epochs" in capsys.readouterr().err
+    assert _epochs(run) == [0, 1, 2, 3]
+    assert _tensorboard_epochs(run) == [0, 1, 2, 3]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 4
+    assert json.loads((run / "config.json").read_text())["epochs"] == 4
+    model = tf.keras.models.load_model(run / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 4 * 3  # trained on from the saved state
+    assert int(first.optimizer.iterations.numpy()) == 2 * 3
+
+
 # ---- subprocesses: kill and resume, distribution ----------------------------------------------
 
 

@@ -338,6 +338,12 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path, help="run directory")
     parser.add_argument("--data-dir", type=Path, help="TFDS data directory (default: TFDS's)")
     parser.add_argument("--manual-dir", type=Path, help="folder with manually downloaded archives (ImageNet)")
+    parser.add_argument(
+        "--source-dir", type=Path,
+        help="folder with the four IDX files of an MNIST-format dataset (mnist, fashion_mnist, kmnist): "
+        "prepared into the TFDS data directory once, with no network (fashion_mnist default: Debian's "
+        "dataset-fashion-mnist in /usr/share/datasets/fashion-mnist)",
+    )
     parser.add_argument("--no-download", action="store_true", help="never download; use prepared data only")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="preset schedule (default: the paper's for the family)")
     parser.add_argument("--epochs", type=_positive_int)
@@ -351,7 +357,11 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-split", help="default: validation, else test")
     parser.add_argument("--steps-per-epoch", type=_positive_int)
     parser.add_argument("--validation-steps", type=_positive_int)
-    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --output")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --output: an interrupted one where it stopped, a finished one up to a "
+        "larger --epochs; options not given again are the run's own",
+    )
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--cpu-replicas", type=_positive_int, help="split the CPU into N logical devices (testing)")
@@ -388,6 +398,26 @@ def _check_model_name(name: str) -> None:
         )
 
 
+# Options a resumed run takes from its config.json unless given again (argparse default None).
+_RESUMABLE = ("recipe", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "image_size",
+              "data_dir", "manual_dir", "source_dir", "eval_split", "steps_per_epoch", "validation_steps")
+
+
+def _fill_from_saved_run(args) -> None:
+    path = args.output / "config.json"
+    if not path.exists():
+        return  # training.train says there is nothing to resume
+    from xnor_keras.training import RECIPES
+
+    saved = json.loads(path.read_text())
+    for name in _RESUMABLE:
+        if name == "recipe" and saved.get(name) not in RECIPES:
+            continue
+        if getattr(args, name) is None and saved.get(name) is not None:
+            value = saved[name]
+            setattr(args, name, Path(value) if name.endswith("_dir") else value)
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xnor-train`` / ``zoo/train.py``; returns the exit code."""
     if argv is None:
@@ -402,7 +432,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _check_model_name(args.model)
-        for flag in ("data_dir", "manual_dir"):
+        if args.resume:
+            _fill_from_saved_run(args)
+        for flag in ("data_dir", "manual_dir", "source_dir"):
             path = getattr(args, flag)
             if path is not None and not path.is_dir():
                 raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
@@ -424,6 +456,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             momentum=args.momentum,
             data_dir=None if args.data_dir is None else str(args.data_dir),
             manual_dir=None if args.manual_dir is None else str(args.manual_dir),
+            source_dir=None if args.source_dir is None else str(args.source_dir),
             train_split=args.train_split,
             eval_split=args.eval_split,
             image_size=args.image_size,

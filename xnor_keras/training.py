@@ -184,6 +184,7 @@ class TrainConfig:
     momentum: float = 0.9
     data_dir: str | None = None
     manual_dir: str | None = None
+    source_dir: str | None = None
     train_split: str = "train"
     eval_split: str | None = None
     image_size: int | None = None
@@ -255,7 +256,9 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     Args:
         config: the run's settings.
         strategy: a ``tf.distribute`` strategy (default: the current one).
-        resume: continue the unfinished run in `config.output` (same epoch, optimizer state).
+        resume: continue the run in `config.output`: an interrupted one from its last epoch
+            (BackupAndRestore: weights, optimizer state, epoch), a finished one up to the larger
+            `config.epochs` (from ``model.keras``; the CSV log and TensorBoard go on).
 
     Returns:
         The final evaluation metrics (dict).
@@ -266,6 +269,7 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     output = Path(config.output)
     chief = is_chief(strategy)
     config_path = output / "config.json"
+    initial_epoch, finished = 0, None
     if config_path.exists():
         saved = json.loads(config_path.read_text())
         if not resume:
@@ -280,8 +284,18 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
                     f"not {getattr(config, key)!r}."
                 )
         if (output / "metrics.json").exists():
-            log(f"The run in {output} has already finished; nothing to resume.")
-            return json.loads((output / "metrics.json").read_text())
+            finished = json.loads((output / "metrics.json").read_text())
+            if config.epochs <= finished["epochs"]:
+                log(
+                    f"The run in {output} has already finished its {finished['epochs']} epochs; "
+                    "nothing to resume (give a larger epochs / --epochs to train on)."
+                )
+                return finished
+            # A finished run trains on from its saved model (weights and optimizer state), unless
+            # an interrupted continuation left a newer backup for BackupAndRestore.
+            backup = output / "backup"  # emptied, not removed, when a run finishes
+            if not (backup.is_dir() and any(backup.iterdir())):
+                initial_epoch = int(finished["epochs"])
     elif resume:
         raise ValueError(f"Nothing to resume: {output} holds no run (no config.json).")
     replica_batch_size(config.batch_size, strategy)
@@ -289,8 +303,6 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     if config.mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
     tf.keras.utils.set_random_seed(config.seed)
-    info = data.dataset_info(config.dataset, config.data_dir)
-    eval_split = _eval_split(info.splits, config.eval_split)
     common = dict(
         batch_size=config.batch_size,
         data_dir=config.data_dir,
@@ -298,8 +310,14 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         seed=config.seed,
         download=config.download,
         manual_dir=config.manual_dir,
+        source_dir=config.source_dir,
+        log=log,
     )
+    # Everything that can reject the run (data, model, arguments) happens before the first write
+    # to the output directory, so a run that fails validation leaves nothing behind.
     train_ds = data.load_dataset(config.dataset, config.train_split, training=True, **common)
+    info = data.dataset_info(config.dataset, config.data_dir)
+    eval_split = _eval_split(info.splits, config.eval_split)
     if config.steps_per_epoch:
         # Keras keeps one iterator across epochs when steps_per_epoch is set: without repeat()
         # a finite dataset runs out and training stops early.
@@ -307,29 +325,33 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     eval_ds = data.load_dataset(config.dataset, eval_split, training=False, **common)
     input_shape = tuple(train_ds.element_spec[0].shape[1:])
 
+    with strategy.scope():
+        if initial_epoch:
+            model = tf.keras.models.load_model(output / "model.keras")
+        else:
+            model = _build_model(config.model, input_shape, info.num_classes)
+            metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+            if info.num_classes > 5:
+                metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
+            model.compile(
+                optimizer=make_optimizer(
+                    config.optimizer, config.learning_rate,
+                    momentum=config.momentum, weight_decay=config.weight_decay,
+                ),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                metrics=metrics,
+            )
+
     work = output if chief else Path(tempfile.mkdtemp(prefix="xnor_keras_worker_"))
     (work / "checkpoints").mkdir(parents=True, exist_ok=True)
     if chief:
         config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
-
-    with strategy.scope():
-        model = _build_model(config.model, input_shape, info.num_classes)
-        metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        if info.num_classes > 5:
-            metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
-        model.compile(
-            optimizer=make_optimizer(
-                config.optimizer, config.learning_rate,
-                momentum=config.momentum, weight_decay=config.weight_decay,
-            ),
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-            metrics=metrics,
-        )
     log(
         f"training {model.name} ({model.count_params():,d} parameters) on {config.dataset} "
         f"{config.train_split} -> {eval_split}, input {input_shape}, {info.num_classes} classes, "
         f"{config.epochs} epochs, global batch {config.batch_size} over "
         f"{strategy.num_replicas_in_sync} replica(s), {config.optimizer} lr {config.learning_rate:g}"
+        + (f"; continuing the finished run from epoch {initial_epoch + 1}" if initial_epoch else "")
     )
     callbacks = [
         tf.keras.callbacks.BackupAndRestore(str(output / "backup")),
@@ -347,6 +369,7 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         train_ds,
         validation_data=eval_ds,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=config.steps_per_epoch,
         validation_steps=config.validation_steps,
         callbacks=callbacks,
