@@ -1,7 +1,7 @@
 """Training: recipes, the training CLI end to end on mock data, exact resume, distribution.
 
 Subprocess runs go through tests/_mock_cli.py, which wraps the real CLI in TFDS mock data. The
-model is the demo's small net (`xnor_keras.demo:digits_net`), loaded by import path as a user's
+model is the demo's small net (`xnor_keras.demo:demo_net`), loaded by import path as a user's
 own builder would be.
 """
 
@@ -21,11 +21,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from xnor_keras import training
+from xnor_keras import data, training, zoo
 from xnor_keras.cli import train_main
 
+from conftest import needs_fashion_mnist
+
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "xnor_keras.demo:digits_net"
+MODEL = "xnor_keras.demo:demo_net"
 SMALL = ["--model", MODEL, "--dataset", "cifar10", "--batch-size", "8", "--validation-steps", "2"]
 
 

@@ -208,6 +208,9 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
 
     from xnor_keras import convert as xc
     from xnor_keras import zoo
+    from xnor_keras._compat import native_log_filter, quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
 
     try:
         verify_x = None
@@ -261,10 +264,11 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         else:
             n = len(verify_x) if verify_x is not None else args.verify_samples
             _log(f"[3/4] verifying on LCE's interpreter against Keras ({n} inputs) ...")
-            verification = xc.verify(
-                reference, flatbuffer, verify_x, samples=args.verify_samples,
-                rtol=args.rtol, min_agreement=args.min_agreement,
-            )
+            with native_log_filter():  # LCE's interpreter announces its delegate at any log level
+                verification = xc.verify(
+                    reference, flatbuffer, verify_x, samples=args.verify_samples,
+                    rtol=args.rtol, min_agreement=args.min_agreement,
+                )
         report = xc.conversion_report(
             model, flatbuffer, target=args.target, conversion_seconds=seconds,
             verification=verification, float_twin_flatbuffer_bytes=twin_bytes,
@@ -273,9 +277,10 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         if args.benchmark:
             _log(f"      timing {args.benchmark_runs} runs at batch 1 ...")
             sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-            payload["host_latency"] = xc.measure_latency(
-                flatbuffer, sample, runs=args.benchmark_runs, num_threads=args.threads
-            )
+            with native_log_filter():
+                payload["host_latency"] = xc.measure_latency(
+                    flatbuffer, sample, runs=args.benchmark_runs, num_threads=args.threads
+                )
 
         print(report.format_table())
         if "host_latency" in payload:
@@ -429,6 +434,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = _train_parser().parse_args(argv)
     from xnor_keras import training
+    from xnor_keras._compat import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
 
     try:
         _check_model_name(args.model)
