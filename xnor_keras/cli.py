@@ -450,7 +450,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         optimizer = args.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
         learning_rate = args.learning_rate
         if learning_rate is None:
-            learning_rate = recipe.learning_rate * (recipe.adam_lr_factor if optimizer == "adam" else 1.0)
+            learning_rate = recipe.learning_rate_for(optimizer)
         config = training.TrainConfig(
             model=args.model,
             dataset=args.dataset,

@@ -5,22 +5,39 @@ compiles it and calls ``model.fit`` with standard callbacks (exact resume with
 ``BackupAndRestore``, checkpoints, TensorBoard, CSV log), then evaluates, saves the model and
 plots the curves.
 
-Recipes (:data:`RECIPES`; explicit arguments override them):
+Recipes (:data:`RECIPES`; explicit arguments override them). ``lr`` is SGD's rate; Adam gets
+lr x 0.1, as the original Torch code does (``Adam uses lr x 0.1``):
 
-=========================  =======  =====  ==========  ==============================================
-recipe                     epochs   batch  lr          schedule / notes
-=========================  =======  =====  ==========  ==============================================
-``alexnet-paper``          16       512    0.1         x0.01 every 4 epochs (as printed in the paper)
-``resnet18-paper``         58       256    0.1         x0.01 at epochs 30 and 40
-``alexnet-original-code``  55       256    1e-2        5e-3, 1e-3, 5e-4, 1e-4 at 19, 30, 44, 53;
-                                                       weight decay 5e-4; Adam uses lr x 0.1
-``quick``                  2        32     1e-3        smoke tests and demos
-=========================  =======  =====  ==========  ==============================================
+=========================  =======  =====  ===========  =============================================
+recipe                     epochs   batch  lr SGD/Adam  schedule / notes
+=========================  =======  =====  ===========  =============================================
+``alexnet-paper``          16       512    0.1 / 0.01   x0.01 every 4 epochs (as printed in the paper)
+``resnet18-paper``         58       256    0.1 / 0.01   x0.01 at epochs 30 and 40
+``alexnet-original-code``  55       256    1e-2 / 1e-3  5e-3, 1e-3, 5e-4, 1e-4 at 19, 30, 44, 53;
+                                                        weight decay 5e-4
+``quick``                  2        32     1e-2 / 1e-3  smoke tests and demos
+=========================  =======  =====  ===========  =============================================
 
 Optimizer: Adam for XNOR models and SGD with momentum 0.9 for BWN and float ones (the paper's
-AlexNet setup), unless given. Two documented differences from the original Torch code: its weight
-decay drops to 0 at epoch 29, here it is constant (Keras applies it inside the compiled step);
-its batch size is not stated in our reference, 256 is used.
+AlexNet setup), unless given.
+
+Where the recipes depart from the paper's text, and why (measured on Fashion-MNIST, 32x32, this
+repository's zoo models, 2-vCPU machine):
+
+* **Adam's rate.** The paper prints one rate, 0.1, for both AlexNets, and trains XNOR-Net with
+  Adam. 0.1 is an SGD rate: with Adam it throws the binary nets' latent weights across the clip
+  window every step. XNORResNet18, first 1,000 training images, batch 64, 3 epochs, 1,000 test
+  images: Adam 0.1 -> 43.8% (first-epoch loss 9.8, above chance level's 2.3), Adam 0.01 -> 65.5%,
+  Adam 1e-3 -> 70.1%; on the full training set, 2 epochs at Adam 0.1 reached 54.8%. We follow the
+  original code and give Adam a tenth of the SGD rate. The same run with BWNResNet18 and SGD:
+  0.1 -> 66.7%, 0.01 -> 76.4%, 1.0 -> 9.5% (diverged), so SGD keeps the paper's 0.1.
+* **quick** used 1e-3 for both optimizers; SGD with momentum learns too slowly at 1e-3 for a short
+  run, so it now follows the same convention (SGD 1e-2, Adam 1e-3).
+* The original code's weight decay drops to 0 at epoch 29; here it is constant (Keras applies it
+  inside the compiled step). Its batch size is not stated in our reference; 256 is used.
+
+``tests/test_training.py`` trains a zoo model with every (optimizer, rate) pair the recipes give
+on a Fashion-MNIST subset and fails if one does not learn.
 """
 
 from __future__ import annotations
@@ -64,21 +81,27 @@ class Recipe:
     milestones: tuple[tuple[int, float], ...] = ()
     weight_decay: float = 0.0
     momentum: float = 0.9
-    adam_lr_factor: float = 1.0
+    adam_lr_factor: float = 0.1
     description: str = ""
+
+    def learning_rate_for(self, optimizer: str) -> float:
+        """The base rate for ``"sgd"`` (`learning_rate`) or ``"adam"`` (x `adam_lr_factor`)."""
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd'. Received: optimizer={optimizer!r}")
+        return self.learning_rate * (self.adam_lr_factor if optimizer == "adam" else 1.0)
 
 
 RECIPES = {
     r.name: r
     for r in (
         Recipe("alexnet-paper", 16, 512, 0.1, ((4, 1e-2), (8, 1e-4), (12, 1e-6)),
-               description="XNOR-Net paper, AlexNet: lr 0.1, x0.01 every 4 epochs, 16 epochs, batch 512"),
+               description="XNOR-Net paper, AlexNet: lr 0.1 (Adam 0.01), x0.01 every 4 epochs, 16 epochs, batch 512"),
         Recipe("resnet18-paper", 58, 256, 0.1, ((30, 1e-2), (40, 1e-4)),
-               description="XNOR-Net paper, ResNet-18: lr 0.1, x0.01 at epochs 30 and 40, 58 epochs"),
+               description="XNOR-Net paper, ResNet-18: lr 0.1 (Adam 0.01), x0.01 at epochs 30 and 40, 58 epochs"),
         Recipe("alexnet-original-code", 55, 256, 1e-2,
-               ((19, 0.5), (30, 0.1), (44, 0.05), (53, 0.01)), weight_decay=5e-4, adam_lr_factor=0.1,
+               ((19, 0.5), (30, 0.1), (44, 0.05), (53, 0.01)), weight_decay=5e-4,
                description="original Torch code: 1e-2, 5e-3, 1e-3, 5e-4, 1e-4 at epochs 19/30/44/53"),
-        Recipe("quick", 2, 32, 1e-3, description="a short run for smoke tests and demos"),
+        Recipe("quick", 2, 32, 1e-2, description="a short run for smoke tests and demos"),
     )
 }
 
