@@ -219,19 +219,21 @@ def _severity(line: str) -> int | None:
     return _SEVERITY[next(group for group in match.groups() if group)]
 
 
-def quiet_tensorflow_logs() -> None:
-    """For command-line programs: only errors from TensorFlow's, absl's and TFDS's Python logging.
+def quiet_tensorflow_logs(*, datasets: bool = True) -> None:
+    """For command-line programs: only errors from TensorFlow's and absl's Python logging, and
+    (with `datasets`) no TFDS progress bars.
 
     What the user of a CLI reads is the program's own output; warnings such as Keras' "compiled
-    metrics have yet to be built" after loading a model, or TFDS's progress bars, are not about
-    anything they did.
+    metrics have yet to be built" after loading a model are not about anything they did.
     """
     import logging
 
     import tensorflow as tf
-    import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 
     tf.get_logger().setLevel(logging.ERROR)
     absl_logging.set_verbosity(absl_logging.ERROR)
-    tfds.disable_progress_bar()
+    if datasets:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()

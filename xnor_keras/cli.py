@@ -210,7 +210,7 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
     from xnor_keras import zoo
     from xnor_keras._compat import native_log_filter, quiet_tensorflow_logs
 
-    quiet_tensorflow_logs()
+    quiet_tensorflow_logs(datasets=False)
 
     try:
         verify_x = None
