@@ -3,6 +3,8 @@ MNIST-format datasets prepared offline from local IDX files (real Fashion-MNIST 
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,7 +16,9 @@ from conftest import read_idx
 
 
 def _batches(name, n=2, **kwargs):
-    kwargs = {"batch_size": 4, "training": True, "seed": 1, **kwargs}
+    # download=False: mock data needs no preparation (and MNIST-format builders would look for
+    # their local files or the network first).
+    kwargs = {"batch_size": 4, "training": True, "seed": 1, "download": False, **kwargs}
     with tfds.testing.mock_data(num_examples=24):
         return [(x.numpy(), y.numpy()) for x, y in data.load_dataset(name, "train", **kwargs).take(n)]
 
@@ -160,6 +164,17 @@ def test_missing_idx_files_give_one_clear_error(tmp_path, no_network):
                           source_dir=tmp_path / "src")
     with pytest.raises(ValueError, match="'kmnist' is not prepared.*IDX files.*source_dir"):
         data.load_dataset("kmnist", "train", batch_size=4, training=True, data_dir=tmp_path, download=False)
+
+
+def test_no_files_and_no_network_fail_fast_with_what_to_do(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    for owner, name in ((socket.socket, "connect"), (socket, "create_connection"), (socket, "getaddrinfo")):
+        monkeypatch.setattr(owner, name, offline)
+    monkeypatch.setitem(data.LOCAL_SOURCES, "fashion_mnist", (str(tmp_path / "not_installed"), "dataset-fashion-mnist"))
+    with pytest.raises(ValueError, match=r"no network .*sudo apt-get install dataset-fashion-mnist.*--source-dir"):
+        data.load_dataset("fashion_mnist", "train", batch_size=4, training=True, data_dir=tmp_path)
 
 
 def test_source_dir_only_for_mnist_format_datasets(tmp_path, fashion_subset):

@@ -30,7 +30,9 @@ import functools
 import gzip
 import os
 import shutil
+import socket
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Sequence
 
@@ -269,12 +271,22 @@ def prepare_from_idx(
     return _builder(dataset, data_dir)
 
 
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to `url`'s host opens within `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _no_source_message(dataset: str, data_dir) -> str:
-    lines = f"{dataset!r} is not prepared in {data_dir} and its IDX files are not here. "
+    message = f"{dataset!r} is not prepared in {data_dir} and its IDX files are not here. "
     if dataset in LOCAL_SOURCES:
         folder, package = LOCAL_SOURCES[dataset]
-        lines += f"Install them with `sudo apt-get install {package}` (they go to {folder}), or "
-    return lines + "pass the folder holding the four IDX files as `source_dir` (--source-dir)."
+        message += f"Install them with `sudo apt-get install {package}` (they go to {folder}), or "
+    return message + "pass the folder holding the four IDX files as `source_dir` (--source-dir)."
 
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
@@ -409,6 +421,12 @@ def load_dataset(
         folder = find_idx_source(dataset, source_dir)
         if folder is not None:
             builder = prepare_from_idx(dataset, folder, data_dir=data_dir, log=log)
+        elif download and not _reachable(type(builder).URL):
+            # TFDS would retry each of the four files for minutes before giving up.
+            raise ValueError(
+                f"Could not load split {split!r} of {dataset!r}: no network ({type(builder).URL} is "
+                f"unreachable). {_no_source_message(dataset, builder.data_dir)}"
+            )
     download_config = None
     if manual_dir is not None:
         if not os.path.isdir(manual_dir):
