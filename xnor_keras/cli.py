@@ -321,6 +321,13 @@ examples:
   # continue a run that was interrupted (same epoch, optimizer state):
   python zoo/train.py --model XNORResNet18 --dataset cifar10 --output runs/r18_cifar --resume
 
+  # Fashion-MNIST offline (Debian's dataset-fashion-mnist, or --source-dir with the four IDX
+  # files), then 3 more epochs on the finished run:
+  python zoo/train.py --model XNORResNet18 --dataset fashion_mnist --image-size 32 \\
+      --output runs/r18_fashion --epochs 2
+  python zoo/train.py --model XNORResNet18 --dataset fashion_mnist --output runs/r18_fashion \\
+      --resume --epochs 5
+
 multi-worker: start the same command on every machine with --strategy multiworker and a TF_CONFIG
 describing the cluster, e.g. TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
 "task": {"type": "worker", "index": 0}}'. --batch-size is the global batch (split over replicas).

@@ -41,12 +41,12 @@ import tensorflow_datasets as tfds
 
 __all__ = [
     "DatasetInfo",
-    "NORMALIZATION",
-    "dataset_info",
-    "load_dataset",
     "IDX_FILES",
     "LOCAL_SOURCES",
+    "NORMALIZATION",
+    "dataset_info",
     "find_idx_source",
+    "load_dataset",
     "normalize",
     "prepare_from_idx",
     "preprocess_imagenet",
