@@ -8,6 +8,8 @@ import os
 import sys
 
 if __name__ == "__main__":
+    # TensorFlow's own log lines are not this program's output (TF_CPP_MIN_LOG_LEVEL=0 shows them).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         from xnor_keras.cli import to_tflite_main
     except ImportError:  # running from a source checkout without installing the package

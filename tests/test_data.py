@@ -1,6 +1,9 @@
-"""TFDS pipelines on mock data: shapes, dtypes, value ranges, determinism, preprocessing math."""
+"""TFDS pipelines: shapes, dtypes, value ranges, determinism, preprocessing math (mock data);
+MNIST-format datasets prepared offline from local IDX files (real Fashion-MNIST where installed)."""
 
 from __future__ import annotations
+
+import socket
 
 import numpy as np
 import pytest
@@ -9,9 +12,13 @@ import tensorflow_datasets as tfds
 
 from xnor_keras import data
 
+from conftest import read_idx
+
 
 def _batches(name, n=2, **kwargs):
-    kwargs = {"batch_size": 4, "training": True, "seed": 1, **kwargs}
+    # download=False: mock data needs no preparation (and MNIST-format builders would look for
+    # their local files or the network first).
+    kwargs = {"batch_size": 4, "training": True, "seed": 1, "download": False, **kwargs}
     with tfds.testing.mock_data(num_examples=24):
         return [(x.numpy(), y.numpy()) for x, y in data.load_dataset(name, "train", **kwargs).take(n)]
 
@@ -106,3 +113,79 @@ def test_bad_batch_size_is_rejected():
 def test_data_not_prepared_offline_names_the_dataset(tmp_path):
     with pytest.raises(ValueError, match="imagenet2012.*manual"):
         data.load_dataset("imagenet2012", "train", batch_size=4, training=True, data_dir=tmp_path, download=False)
+
+
+# ---- MNIST-format datasets from local IDX files, with no network ------------------------------
+
+
+def _sorted_examples(images: np.ndarray, labels: np.ndarray):
+    """Examples in a canonical order (TFDS shuffles them when it writes its records)."""
+    images = images.reshape(len(images), -1)
+    order = np.lexsort(np.concatenate([images, labels[:, None]], axis=1).T[::-1])
+    return images[order], labels[order]
+
+
+@pytest.mark.parametrize("split, stem", [("train", "train"), ("test", "t10k")])
+def test_prepared_from_idx_files_equals_a_numpy_parse(fashion_subset, fashion_data_dir, split, stem, no_network):
+    builder = data.prepare_from_idx("fashion_mnist", fashion_subset, data_dir=fashion_data_dir)
+    got = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    suffix = ".gz" if split == "train" else ""
+    want_images = read_idx(fashion_subset / f"{stem}-images-idx3-ubyte{suffix}")
+    want_labels = read_idx(fashion_subset / f"{stem}-labels-idx1-ubyte{suffix}")
+    assert got["image"].shape == (len(want_images), 28, 28, 1) and got["image"].dtype == np.uint8
+    for a, b in zip(_sorted_examples(got["image"], got["label"]), _sorted_examples(want_images, want_labels)):
+        np.testing.assert_array_equal(a, b)
+    assert builder.info.splits[split].num_examples == len(want_labels)
+
+
+def test_load_dataset_prepares_once_offline_then_reads_the_records(tmp_path, fashion_subset, no_network):
+    messages = []
+    kwargs = dict(batch_size=500, training=False, seed=0, data_dir=tmp_path, source_dir=fashion_subset,
+                  log=messages.append)
+    x, y = next(iter(data.load_dataset("fashion_mnist", "test", **kwargs)))
+    assert len(messages) == 1 and "preparing TFDS fashion_mnist" in messages[0]
+    info_file = next(tmp_path.rglob("dataset_info.json"))
+    stamp = info_file.stat().st_mtime_ns
+    again = next(iter(data.load_dataset("fashion_mnist", "test", **kwargs)))
+    assert len(messages) == 1 and info_file.stat().st_mtime_ns == stamp  # not prepared twice
+    np.testing.assert_array_equal(x.numpy(), again[0].numpy())
+    # The pipeline's values are the IDX bytes, normalised with Fashion-MNIST's mean and std.
+    mean, std = data.NORMALIZATION["fashion_mnist"]
+    raw = np.rint((x.numpy()[..., 0] * std[0] + mean[0]) * 255).astype(np.uint8)
+    want = _sorted_examples(read_idx(fashion_subset / "t10k-images-idx3-ubyte"), read_idx(fashion_subset / "t10k-labels-idx1-ubyte"))
+    for a, b in zip(_sorted_examples(raw, y.numpy().astype(np.uint8)), want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_idx_files_give_one_clear_error(tmp_path, no_network):
+    (tmp_path / "src").mkdir()
+    with pytest.raises(ValueError, match="lacks train-images-idx3-ubyte, train-labels-idx1-ubyte"):
+        data.load_dataset("fashion_mnist", "train", batch_size=4, training=True, data_dir=tmp_path,
+                          source_dir=tmp_path / "src")
+    with pytest.raises(ValueError, match="'kmnist' is not prepared.*IDX files.*source_dir"):
+        data.load_dataset("kmnist", "train", batch_size=4, training=True, data_dir=tmp_path, download=False)
+
+
+def test_no_files_and_no_network_fail_fast_with_what_to_do(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    for owner, name in ((socket.socket, "connect"), (socket, "create_connection"), (socket, "getaddrinfo")):
+        monkeypatch.setattr(owner, name, offline)
+    monkeypatch.setitem(data.LOCAL_SOURCES, "fashion_mnist", (str(tmp_path / "not_installed"), "dataset-fashion-mnist"))
+    with pytest.raises(ValueError, match=r"no network .*sudo apt-get install dataset-fashion-mnist.*--source-dir"):
+        data.load_dataset("fashion_mnist", "train", batch_size=4, training=True, data_dir=tmp_path)
+
+
+def test_source_dir_only_for_mnist_format_datasets(tmp_path, fashion_subset):
+    with pytest.raises(ValueError, match="MNIST-format.*dataset='cifar10'"):
+        data.load_dataset("cifar10", "train", batch_size=4, training=True, source_dir=fashion_subset)
+    with pytest.raises(ValueError, match="MNIST-format.*dataset='emnist'"):
+        data.prepare_from_idx("emnist", fashion_subset, data_dir=tmp_path)
+
+
+def test_any_mnist_format_dataset_prepares_from_local_files(tmp_path, fashion_subset, no_network):
+    # kmnist has no Debian package; the same files in the same format stand in for its own.
+    builder = data.prepare_from_idx("kmnist", fashion_subset, data_dir=tmp_path)
+    assert builder.info.splits["test"].num_examples == 500
+    assert builder.info.features["label"].names[0] == "o"

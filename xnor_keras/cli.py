@@ -237,6 +237,9 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
 
     from xnor_keras import convert as xc
     from xnor_keras import zoo
+    from xnor_keras._compat import native_log_filter, quiet_tensorflow_logs
+
+    quiet_tensorflow_logs(datasets=False)
 
     try:
         verify_x = None
@@ -302,10 +305,11 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
                            else "LCE's aarch64 kernels on the emulated arm64 target")
                 _log(f"[3/4] verifying on {runtime} against Keras ({n} inputs) ...")
                 try:
-                    result = xc.verify(
-                        reference, flatbuffer, verify_x, samples=args.verify_samples,
-                        rtol=args.rtol, min_agreement=args.min_agreement, target=where,
-                    )
+                    with native_log_filter():  # LCE's interpreter announces its delegate at any log level
+                        result = xc.verify(
+                            reference, flatbuffer, verify_x, samples=args.verify_samples,
+                            rtol=args.rtol, min_agreement=args.min_agreement, target=where,
+                        )
                 except _target_errors() as error:
                     raise _InputError(f"--verify-on {where}: {_first_line(error)}") from None
                 _log(f"      {where}: top-1 agreement {result.top1_agreement:.1%}, max relative "
@@ -320,9 +324,10 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         if args.benchmark:
             _log(f"      timing {args.benchmark_runs} runs at batch 1 ...")
             sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-            payload["host_latency"] = xc.measure_latency(
-                flatbuffer, sample, runs=args.benchmark_runs, num_threads=args.threads
-            )
+            with native_log_filter():
+                payload["host_latency"] = xc.measure_latency(
+                    flatbuffer, sample, runs=args.benchmark_runs, num_threads=args.threads
+                )
 
         print(report.format_table())
         if "host_latency" in payload:
@@ -371,6 +376,13 @@ examples:
   # continue a run that was interrupted (same epoch, optimizer state):
   python zoo/train.py --model XNORResNet18 --dataset cifar10 --output runs/r18_cifar --resume
 
+  # Fashion-MNIST offline (Debian's dataset-fashion-mnist, or --source-dir with the four IDX
+  # files), then 3 more epochs on the finished run:
+  python zoo/train.py --model XNORResNet18 --dataset fashion_mnist --image-size 32 \\
+      --output runs/r18_fashion --epochs 2
+  python zoo/train.py --model XNORResNet18 --dataset fashion_mnist --output runs/r18_fashion \\
+      --resume --epochs 5
+
 multi-worker: start the same command on every machine with --strategy multiworker and a TF_CONFIG
 describing the cluster, e.g. TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
 "task": {"type": "worker", "index": 0}}'. --batch-size is the global batch (split over replicas).
@@ -393,6 +405,12 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path, help="run directory")
     parser.add_argument("--data-dir", type=Path, help="TFDS data directory (default: TFDS's)")
     parser.add_argument("--manual-dir", type=Path, help="folder with manually downloaded archives (ImageNet)")
+    parser.add_argument(
+        "--source-dir", type=Path,
+        help="folder with the four IDX files of an MNIST-format dataset (mnist, fashion_mnist, kmnist): "
+        "prepared into the TFDS data directory once, with no network (fashion_mnist default: Debian's "
+        "dataset-fashion-mnist in /usr/share/datasets/fashion-mnist)",
+    )
     parser.add_argument("--no-download", action="store_true", help="never download; use prepared data only")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="preset schedule (default: the paper's for the family)")
     parser.add_argument("--epochs", type=_positive_int)
@@ -406,7 +424,11 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-split", help="default: validation, else test")
     parser.add_argument("--steps-per-epoch", type=_positive_int)
     parser.add_argument("--validation-steps", type=_positive_int)
-    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --output")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --output: an interrupted one where it stopped, a finished one up to a "
+        "larger --epochs; options not given again are the run's own",
+    )
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute")
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--cpu-replicas", type=_positive_int, help="split the CPU into N logical devices (testing)")
@@ -443,6 +465,26 @@ def _check_model_name(name: str) -> None:
         )
 
 
+# Options a resumed run takes from its config.json unless given again (argparse default None).
+_RESUMABLE = ("recipe", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "image_size",
+              "data_dir", "manual_dir", "source_dir", "eval_split", "steps_per_epoch", "validation_steps")
+
+
+def _fill_from_saved_run(args) -> None:
+    path = args.output / "config.json"
+    if not path.exists():
+        return  # training.train says there is nothing to resume
+    from xnor_keras.training import RECIPES
+
+    saved = json.loads(path.read_text())
+    for name in _RESUMABLE:
+        if name == "recipe" and saved.get(name) not in RECIPES:
+            continue
+        if getattr(args, name) is None and saved.get(name) is not None:
+            value = saved[name]
+            setattr(args, name, Path(value) if name.endswith("_dir") else value)
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xnor-train`` / ``zoo/train.py``; returns the exit code."""
     if argv is None:
@@ -454,10 +496,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = _train_parser().parse_args(argv)
     from xnor_keras import training
+    from xnor_keras._compat import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
 
     try:
         _check_model_name(args.model)
-        for flag in ("data_dir", "manual_dir"):
+        if args.resume:
+            _fill_from_saved_run(args)
+        for flag in ("data_dir", "manual_dir", "source_dir"):
             path = getattr(args, flag)
             if path is not None and not path.is_dir():
                 raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
@@ -465,7 +512,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         optimizer = args.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
         learning_rate = args.learning_rate
         if learning_rate is None:
-            learning_rate = recipe.learning_rate * (recipe.adam_lr_factor if optimizer == "adam" else 1.0)
+            learning_rate = recipe.learning_rate_for(optimizer)
         config = training.TrainConfig(
             model=args.model,
             dataset=args.dataset,
@@ -479,6 +526,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             momentum=args.momentum,
             data_dir=None if args.data_dir is None else str(args.data_dir),
             manual_dir=None if args.manual_dir is None else str(args.manual_dir),
+            source_dir=None if args.source_dir is None else str(args.source_dir),
             train_split=args.train_split,
             eval_split=args.eval_split,
             image_size=args.image_size,

@@ -16,11 +16,24 @@ Preprocessing (all normalisation constants live in :data:`NORMALIZATION`):
 Then ``(x / 255 - mean) / std`` per channel. Random augmentation is keyed by ``(seed, example
 index)`` with stateless ops, so a pipeline with a seed yields the same batches every time, even
 with parallel ``map``.
+
+Offline MNIST-format data: TFDS's ``mnist``, ``fashion_mnist`` and ``kmnist`` builders read four IDX
+files. :func:`prepare_from_idx` hands those builders local files instead of URLs (Debian's
+``dataset-fashion-mnist`` under ``/usr/share/datasets/fashion-mnist/``, or any folder holding the
+four files, gzipped or not) and writes the usual TFDS records into the data directory, once,
+without touching the network. :func:`load_dataset` does this by itself when the files are there.
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import os
+import shutil
+import socket
+import tempfile
+import urllib.parse
+from pathlib import Path
 from typing import Sequence
 
 import tensorflow as tf
@@ -28,10 +41,14 @@ import tensorflow_datasets as tfds
 
 __all__ = [
     "DatasetInfo",
+    "IDX_FILES",
+    "LOCAL_SOURCES",
     "NORMALIZATION",
     "dataset_info",
+    "find_idx_source",
     "load_dataset",
     "normalize",
+    "prepare_from_idx",
     "preprocess_imagenet",
     "preprocess_small",
 ]
@@ -47,6 +64,17 @@ NORMALIZATION = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
 }
 """Per-dataset (mean, std); other datasets use ImageNet's (or 0.5 / 0.5 for grayscale)."""
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""The four files of an MNIST-format dataset, per split (each may also end in ``.gz``)."""
+
+LOCAL_SOURCES = {
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist", "dataset-fashion-mnist"),
+}
+"""Where a Debian package puts a dataset's IDX files: TFDS name -> (folder, package)."""
 
 _NO_FLIP = ("mnist", "fashion_mnist", "emnist", "kmnist", "svhn_cropped")
 IMAGENET_RESIZE = 256
@@ -89,6 +117,176 @@ def _builder(name: str, data_dir: str | os.PathLike | None):
             f"Unknown TFDS dataset {name!r}; pass a name from `tfds.list_builders()` such as "
             f"imagenet2012, cifar10, mnist, fashion_mnist. Received: dataset={name!r}"
         ) from error
+
+
+def _is_idx_builder(builder) -> bool:
+    # "MNIST-format": the builder reads the four IDX files with TFDS's MNIST split generator
+    # (mnist, fashion_mnist, kmnist; not emnist, which reads a zip of its own).
+    mnist_cls = tfds.image_classification.MNIST
+    return isinstance(builder, mnist_cls) and type(builder)._split_generators is mnist_cls._split_generators
+
+
+def _idx_path(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_idx_source(dataset: str, source_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder with `dataset`'s four IDX files: `source_dir`, else its Debian package's folder.
+
+    Returns:
+        The folder, or None when `source_dir` is None and no package has installed the files.
+
+    Raises:
+        ValueError: `source_dir` is given but lacks some of the four files.
+    """
+    if source_dir is None:
+        folder = LOCAL_SOURCES.get(dataset, (None,))[0]
+        if folder is None:
+            return None
+        folder = Path(folder)
+        return folder if all(_idx_path(folder, n) for pair in IDX_FILES.values() for n in pair) else None
+    folder = Path(source_dir)
+    missing = [n for pair in IDX_FILES.values() for n in pair if _idx_path(folder, n) is None]
+    if missing:
+        raise ValueError(
+            f"Expected `source_dir` to hold the four IDX files of an MNIST-format dataset (each "
+            f"may end in .gz); {folder} lacks {', '.join(missing)}. Received: source_dir={os.fspath(source_dir)!r}"
+        )
+    return folder
+
+
+def _idx_count(path: Path) -> int:
+    """Number of items in an IDX file, from its header (magic, then big-endian dimensions)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        header = f.read(8)
+    if len(header) < 8 or header[:2] != b"\0\0" or header[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {header[:4].hex()})")
+    return int.from_bytes(header[4:8], "big")
+
+
+class _LocalFiles:
+    """Stands in for TFDS's download manager: answers each URL with the local file of that name.
+
+    Gzipped files are decompressed into `scratch` when first asked for. Anything else a builder
+    asks of a download manager fails loudly, so a local preparation can never reach the network.
+    """
+
+    def __init__(self, folder: Path, scratch: Path):
+        self._folder = folder
+        self._scratch = scratch
+
+    def _local(self, url: str) -> str:
+        name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gz")
+        path = _idx_path(self._folder, name)
+        if path is None:
+            raise FileNotFoundError(f"{self._folder} has no {name} (nor {name}.gz)")
+        if path.suffix != ".gz":
+            return os.fspath(path)
+        target = self._scratch / name
+        if not target.exists():
+            with gzip.open(path, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        return os.fspath(target)
+
+    def download_and_extract(self, url_or_urls):
+        return tf.nest.map_structure(self._local, url_or_urls)
+
+    def __getattr__(self, name):
+        raise AttributeError(f"local IDX preparation does not support `dl_manager.{name}`")
+
+
+@functools.lru_cache(maxsize=None)
+def _local_builder_class(cls):
+    class LocalIDX(cls, skip_registration=True):
+        # Same name and version as TFDS's builder, so the records land where TFDS looks for them.
+        name = cls.name
+
+        def _split_generators(self, dl_manager):
+            generators = super()._split_generators(_LocalFiles(self._idx_folder, self._idx_scratch))
+            for generator in generators:
+                kwargs = generator.gen_kwargs
+                images, labels = _idx_count(Path(kwargs["data_path"])), _idx_count(Path(kwargs["label_path"]))
+                if images != labels:
+                    raise ValueError(
+                        f"{generator.name} split: {images} images but {labels} labels in {self._idx_folder}"
+                    )
+                kwargs["num_examples"] = images  # the files' own count, so subsets work too
+            return generators
+
+        # TFDS announces a "download" here; the caller's `log` line says what really happens.
+        def _log_download_bytes(self):
+            pass
+
+        def _log_download_done(self):
+            pass
+
+    LocalIDX.__name__ = LocalIDX.__qualname__ = f"Local{cls.__name__}"
+    return LocalIDX
+
+
+def prepare_from_idx(
+    dataset: str,
+    source_dir: str | os.PathLike | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    log=None,
+):
+    """Prepare TFDS's `dataset` from local IDX files, with no network, unless already prepared.
+
+    Args:
+        dataset: an MNIST-format TFDS dataset (``fashion_mnist``, ``mnist``, ``kmnist``).
+        source_dir: folder with ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+            ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each may end in ``.gz``);
+            default: the Debian package's folder (:data:`LOCAL_SOURCES`).
+        data_dir: TFDS data directory to write into (default: TFDS's own).
+        log: called with one line when it prepares (default: silent).
+
+    Returns:
+        The TFDS builder, prepared: ``builder.as_dataset(...)`` reads the records.
+
+    Raises:
+        ValueError: not an MNIST-format dataset, or no files to prepare it from.
+    """
+    builder = _builder(dataset, data_dir)
+    if builder.is_prepared():
+        return builder
+    if not _is_idx_builder(builder):
+        raise ValueError(
+            f"Expected an MNIST-format TFDS dataset (mnist, fashion_mnist, kmnist) to prepare from "
+            f"IDX files. Received: dataset={dataset!r}"
+        )
+    folder = find_idx_source(dataset, source_dir)
+    if folder is None:
+        raise ValueError(_no_source_message(dataset, builder.data_dir))
+    local = _local_builder_class(type(builder))(data_dir=None if data_dir is None else os.fspath(data_dir))
+    if log is not None:
+        log(f"preparing TFDS {dataset} from the IDX files in {folder} into {local.data_dir} (once) ...")
+    with tempfile.TemporaryDirectory(prefix="xnor_keras_idx_") as scratch:
+        local._idx_folder, local._idx_scratch = folder, Path(scratch)
+        local.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return _builder(dataset, data_dir)
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to `url`'s host opens within `timeout` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _no_source_message(dataset: str, data_dir) -> str:
+    message = f"{dataset!r} is not prepared in {data_dir} and its IDX files are not here. "
+    if dataset in LOCAL_SOURCES:
+        folder, package = LOCAL_SOURCES[dataset]
+        message += f"Install them with `sudo apt-get install {package}` (they go to {folder}), or "
+    return message + "pass the folder holding the four IDX files as `source_dir` (--source-dir)."
 
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
@@ -180,7 +378,9 @@ def load_dataset(
     shuffle_buffer: int = 10_000,
     download: bool = True,
     manual_dir: str | os.PathLike | None = None,
+    source_dir: str | os.PathLike | None = None,
     drop_remainder: bool | None = None,
+    log=None,
 ) -> tf.data.Dataset:
     """A batched ``(image, label)`` pipeline over a TFDS dataset.
 
@@ -196,7 +396,10 @@ def load_dataset(
         shuffle_buffer: shuffle buffer size (examples).
         download: let TFDS download and prepare the data if missing (needs network).
         manual_dir: folder holding manually downloaded archives (ImageNet's ILSVRC2012 tars).
+        source_dir: folder with the four IDX files of an MNIST-format dataset, to prepare it
+            from with no network (default for ``fashion_mnist``: Debian's package, if installed).
         drop_remainder: override the batching default (True when training).
+        log: called with one line when a dataset is prepared from local files.
 
     Returns:
         A ``tf.data.Dataset`` of ``(float32 NHWC images, int64 labels)``, prefetched.
@@ -208,6 +411,22 @@ def load_dataset(
         raise ValueError(f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}")
     builder = _builder(dataset, data_dir)
     image_key, label_key = _keys(builder.info.features, dataset)
+    idx_builder = _is_idx_builder(builder)
+    if source_dir is not None and not idx_builder:
+        raise ValueError(
+            f"Expected `source_dir` only with an MNIST-format dataset (mnist, fashion_mnist, kmnist). "
+            f"Received: dataset={dataset!r}, source_dir={os.fspath(source_dir)!r}"
+        )
+    if idx_builder and not builder.is_prepared():
+        folder = find_idx_source(dataset, source_dir)
+        if folder is not None:
+            builder = prepare_from_idx(dataset, folder, data_dir=data_dir, log=log)
+        elif download and not _reachable(type(builder).URL):
+            # TFDS would retry each of the four files for minutes before giving up.
+            raise ValueError(
+                f"Could not load split {split!r} of {dataset!r}: no network ({type(builder).URL} is "
+                f"unreachable). {_no_source_message(dataset, builder.data_dir)}"
+            )
     download_config = None
     if manual_dir is not None:
         if not os.path.isdir(manual_dir):
@@ -218,12 +437,15 @@ def load_dataset(
             builder.download_and_prepare(download_config=download_config)
         ds = builder.as_dataset(split=split, shuffle_files=training, read_config=tfds.ReadConfig(shuffle_seed=seed))
     except (AssertionError, FileNotFoundError, OSError, ValueError, tf.errors.OpError) as error:
-        hint = (
-            " ImageNet must be downloaded by hand: put ILSVRC2012_img_train.tar and "
-            "ILSVRC2012_img_val.tar in a folder and pass it as `manual_dir`."
-            if dataset == "imagenet2012"
-            else " Without network access, prepare it elsewhere and copy the TFDS data directory."
-        )
+        if dataset == "imagenet2012":
+            hint = (
+                " ImageNet must be downloaded by hand: put ILSVRC2012_img_train.tar and "
+                "ILSVRC2012_img_val.tar in a folder and pass it as `manual_dir`."
+            )
+        elif idx_builder:
+            hint = " " + _no_source_message(dataset, builder.data_dir)
+        else:
+            hint = " Without network access, prepare it elsewhere and copy the TFDS data directory."
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"Could not load split {split!r} of {dataset!r} from {builder.data_dir}: {first}.{hint}"
