@@ -193,6 +193,8 @@ class TrainConfig:
     seed: int = 0
     recipe: str | None = None
     download: bool = True
+    model_options: dict = dataclasses.field(default_factory=dict)
+    """Extra keyword arguments of the model builder (e.g. ``{"stem": "cifar"}`` for a ResNet)."""
 
 
 def plot_history(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
@@ -233,16 +235,17 @@ def _eval_split(info_splits: Sequence[str], requested: str | None) -> str:
     return "test"
 
 
-def _build_model(name: str, input_shape, classes: int):
+def _build_model(name: str, input_shape, classes: int, options: dict | None = None):
     from xnor_keras import zoo
 
+    options = options or {}
     if ":" in name:  # "package.module:builder" for models outside the zoo
         import importlib
 
         module_name, _, attr = name.partition(":")
         builder = getattr(importlib.import_module(module_name), attr)
-        return builder(input_shape=input_shape, classes=classes)
-    return zoo.get_model(name, input_shape=input_shape, classes=classes)
+        return builder(input_shape=input_shape, classes=classes, **options)
+    return zoo.get_model(name, input_shape=input_shape, classes=classes, **options)
 
 
 def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Callable[[str], None] = print):
@@ -273,7 +276,8 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
                 f"The output directory {output} already holds a run; pass resume=True (--resume) "
                 "to continue it or choose a new output directory."
             )
-        for key in ("model", "dataset", "image_size"):
+        saved.setdefault("model_options", {})  # runs saved before the field existed
+        for key in ("model", "dataset", "image_size", "model_options"):
             if saved.get(key) != getattr(config, key):
                 raise ValueError(
                     f"Cannot resume: the run in {output} used {key}={saved.get(key)!r}, "
@@ -313,7 +317,7 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     with strategy.scope():
-        model = _build_model(config.model, input_shape, info.num_classes)
+        model = _build_model(config.model, input_shape, info.num_classes, config.model_options)
         metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if info.num_classes > 5:
             metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
