@@ -98,12 +98,18 @@ def step_schedule(base: float, milestones: Sequence[tuple[int, float]] = ()) -> 
 
 
 def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9, weight_decay: float = 0.0):
-    """Adam or SGD (with momentum), with decoupled weight decay when `weight_decay` > 0."""
+    """Adam or SGD (with momentum), with decoupled weight decay when `weight_decay` > 0.
+
+    They are :mod:`xnor_keras.optimizers`' (Keras' optimizers that clip the latent binary
+    weights inside their update step: same result, fewer passes over the weights per step).
+    """
+    from xnor_keras import optimizers
+
     decay = weight_decay or None
     if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate, weight_decay=decay)
+        return optimizers.Adam(learning_rate, weight_decay=decay)
     if name == "sgd":
-        return tf.keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay)
+        return optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay)
     raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd'. Received: optimizer={name!r}")
 
 
