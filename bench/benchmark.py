@@ -9,7 +9,7 @@ batch 1, on this machine:
   tf.lite.Interpreter (XNNPACK), 1 and 2 threads, median (min-max) of --runs runs after warm-up;
   the float twin's LCE conversion is timed too, to show whether the converter matters;
 * flatbuffer sizes and the Keras float32 weight size;
-* training step time (model.fit on synthetic data, batch 16, Adam) binary vs float twin;
+* training step time (model.fit on synthetic data, batch 16, xnor_keras.optimizers.Adam) binary vs float twin;
 * conversion time (xnor_keras.convert.timed_convert) and peak RSS of every conversion and
   inference, each in its own process (bench/_worker.py) so that peaks do not mix;
 * diagnostics (default in full mode): per-op time of the converted models (each op cut out into
@@ -743,7 +743,7 @@ def markdown(data: dict) -> str:
         "delete it), so a change of machine "
         "speed during the run affects binary and float alike; peak memory is measured separately, one "
         "flatbuffer per process. "
-        f"Training: `model.fit`, Adam(1e-3), batch {meta['batch']}, synthetic data, one warm-up call (tracing) then "
+        f"Training: `model.fit`, `xnor_keras.optimizers.Adam(1e-3)` (as `xnor_keras.training`: WeightClip inside the update), batch {meta['batch']}, synthetic data, one warm-up call (tracing) then "
         f"{meta['train_steps']} timed steps (median); the models of a family are interleaved step by step in one "
         "process, for the same reason.", "",
     ]
