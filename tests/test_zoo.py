@@ -19,6 +19,9 @@ What is checked:
 * The 224x224 figures (MACs, binary fraction, binary weights), written out by hand from the layer
   lists in the module docstrings and compared with ``larq.models.ModelProfile`` /
   ``larq.models.summary``. Only these tests build 224x224 models, each once.
+* ResNet-18's ``stem="cifar"``: the family fixture builds it too (OPTION_SETS, 16x16), so every
+  architecture / config test covers it; its own tests check the stem layers, the smallest input
+  (8x8), the error for a bad value, a fresh-process ``.keras`` reload and the MACs at 32x32.
 
 Everything else uses the smallest convenient inputs (AlexNet 67x67, ResNet 32x32) and few
 classes, so the file runs in well under three minutes on two CPU cores.
