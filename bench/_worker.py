@@ -367,14 +367,72 @@ def task_convert_breakdown(args: dict) -> dict:
 # Training
 
 
+def _no_clip(model) -> None:
+    """Diagnostic: drop the WeightClip constraint of every binarized layer."""
+    for layer in model.layers:
+        if getattr(layer, "kernel_quantizer", None) is not None:
+            layer.kernel_constraint = None
+            layer.kernel.latent_variable._constraint = None
+
+
+def _no_weight_binarization(model) -> None:
+    """Diagnostic: binarized layers convolve with their latent weights (alpha = 1)."""
+    import tensorflow as tf
+
+    for layer in model.layers:
+        if getattr(layer, "kernel_quantizer", None) is not None:
+            layer._unit_kernel_and_alpha = lambda kernel, compiled=True: (
+                tf.convert_to_tensor(kernel.latent_variable), tf.ones([kernel.shape[-1]])
+            )
+
+
+def _no_input_binarization(model) -> None:
+    """Diagnostic: XNOR layers take their real-valued inputs as they are."""
+    for layer in model.layers:
+        if getattr(layer, "input_quantizer", None) is not None:
+            layer.input_quantizer = None
+
+
+def _alpha_gradient(model) -> None:
+    """Diagnostic: let the tape compute alpha's (discarded) gradient, as before it was cut."""
+    from xnor_keras import quantizers as xq
+
+    for layer in model.layers:
+        quantizer = getattr(layer, "kernel_quantizer", None)
+        if quantizer is not None:
+            layer._unit_kernel_and_alpha = lambda kernel, compiled=True, q=quantizer: xq.unit_sign_and_scale(
+                kernel.latent_variable, q.gradient, q.clip_value
+            )
+
+
+def _no_xla_binarization(model) -> None:
+    """Diagnostic: binarize the kernels with plain TensorFlow ops (``compiled=False``)."""
+    for layer in model.layers:
+        if getattr(layer, "kernel_quantizer", None) is not None:
+            method = layer._unit_kernel_and_alpha
+            layer._unit_kernel_and_alpha = lambda kernel, compiled=True, f=method: f(kernel, compiled=False)
+
+
+TRAIN_TRANSFORMS = {
+    "no_xla_binarization": _no_xla_binarization,
+    "alpha_gradient": _alpha_gradient,
+    "no_clip": _no_clip,
+    "no_weight_binarization": _no_weight_binarization,
+    "no_input_binarization": _no_input_binarization,
+}
+"""Diagnostic changes to a built model (``transforms`` of a train_family entry)."""
+
+
 def task_train_family(args: dict) -> dict:
     """Training step time of several models, interleaved in one process.
 
-    Every model is built and compiled (Adam, sparse categorical cross-entropy; ``jit_compile``
-    per entry), gets one warm-up ``model.fit`` call on one batch (tracing), then the timed steps
-    are taken in rounds: each round calls ``model.fit`` on the next batch for every model in
-    turn, timing the step itself (train-batch begin to end) with a callback. A change of machine
-    speed then hits all models alike.
+    Every model is built (builder ``options`` and diagnostic ``transforms`` per entry) and
+    compiled (``xnor_keras.optimizers.Adam`` as the training recipes use, or Keras' own Adam
+    with ``optimizer="keras"``; sparse categorical cross-entropy; ``jit_compile`` per entry), gets one
+    warm-up ``model.fit`` call on one batch (tracing), then the timed steps are taken in rounds:
+    each round calls ``model.fit`` on the next batch for every model in turn, timing the step
+    itself (train-batch begin to end) with a callback. A change of machine speed then hits all
+    models alike; ``times_ms`` keeps every step in round order for paired ratios.
     """
     import tensorflow as tf
 
@@ -384,6 +442,7 @@ def task_train_family(args: dict) -> dict:
     x = rng.standard_normal((batch * steps, size, size, 3)).astype(np.float32)
     models, warmup = {}, {}
     times: dict = {}
+    cpu_times: dict = {}  # process CPU time per step: the work done, less sensitive to other load
 
     class StepTimer(tf.keras.callbacks.Callback):
         def __init__(self, key):
@@ -392,19 +451,30 @@ def task_train_family(args: dict) -> dict:
 
         def on_train_batch_begin(self, batch, logs=None):
             self._start = time.perf_counter()
+            self._cpu_start = time.process_time()
 
         def on_train_batch_end(self, batch, logs=None):
             float(logs["loss"])  # make sure the step has finished
             times[self.key].append(1000 * (time.perf_counter() - self._start))
+            cpu_times[self.key].append(1000 * (time.process_time() - self._cpu_start))
 
     for entry in args["entries"]:
         key = entry["key"]
-        model = _build(entry["model"], size)
+        model = _build(entry["model"], size, entry.get("options"))
+        for transform in entry.get("transforms", ()):
+            TRAIN_TRANSFORMS[transform](model)
+        # What xnor_keras.training uses (WeightClip inside the update); "keras" for Keras' own.
+        from xnor_keras.optimizers import Adam as optimizer_class
+
+        if entry.get("optimizer") == "keras":
+            optimizer_class = tf.keras.optimizers.Adam
         model.compile(
-            optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3),
+            optimizer=optimizer_class(learning_rate=1e-3),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             jit_compile=entry.get("jit_compile", False),
         )
+        if entry.get("optimizer_jit"):  # Keras turns it off without a GPU; force it for a diagnosis
+            model.optimizer.jit_compile = True
         classes = int(model.outputs[0].shape[-1])
         y = rng.integers(0, classes, batch * steps)
         start = time.perf_counter()
@@ -412,6 +482,7 @@ def task_train_family(args: dict) -> dict:
         warmup[key] = time.perf_counter() - start
         models[key] = (model, y)
         times[key] = []
+        cpu_times[key] = []
     keys = list(models)
     for step in range(steps):
         batch_slice = slice(step * batch, (step + 1) * batch)
@@ -420,7 +491,11 @@ def task_train_family(args: dict) -> dict:
             model.fit(x[batch_slice], y[batch_slice], batch_size=batch, epochs=1, verbose=0, shuffle=False,
                       callbacks=[StepTimer(key)])
     return {
-        "training": {key: {"step": _summary(times[key]), "warmup_s": warmup[key]} for key in keys},
+        "training": {
+            key: {"step": _summary(times[key]), "warmup_s": warmup[key], "times_ms": times[key],
+                  "cpu_times_ms": cpu_times[key]}
+            for key in keys
+        },
         "rss": {"baseline_mb": baseline, "peak_mb": _status_mb("VmHWM")},
     }
 

@@ -9,7 +9,7 @@ batch 1, on this machine:
   tf.lite.Interpreter (XNNPACK), 1 and 2 threads, median (min-max) of --runs runs after warm-up;
   the float twin's LCE conversion is timed too, to show whether the converter matters;
 * flatbuffer sizes and the Keras float32 weight size;
-* training step time (model.fit on synthetic data, batch 16, Adam) binary vs float twin;
+* training step time (model.fit on synthetic data, batch 16, xnor_keras.optimizers.Adam) binary vs float twin;
 * conversion time (xnor_keras.convert.timed_convert) and peak RSS of every conversion and
   inference, each in its own process (bench/_worker.py) so that peaks do not mix;
 * diagnostics (default in full mode): per-op time of the converted models (each op cut out into

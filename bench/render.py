@@ -291,7 +291,7 @@ def markdown(data: dict) -> str:
         "delete it), so a change of machine "
         "speed during the run affects binary and float alike; peak memory is measured separately, one "
         "flatbuffer per process. "
-        f"Training: `model.fit`, Adam(1e-3), batch {meta['batch']}, synthetic data, one warm-up call (tracing) then "
+        f"Training: `model.fit`, `xnor_keras.optimizers.Adam(1e-3)` (as `xnor_keras.training`: WeightClip inside the update), batch {meta['batch']}, synthetic data, one warm-up call (tracing) then "
         f"{meta['train_steps']} timed steps (median); the models of a family are interleaved step by step in one "
         "process, for the same reason.", "",
     ]

@@ -568,6 +568,30 @@ def test_resnet18_zero_padding_falls_back_exactly_where_the_map_is_smaller_than_
     assert convert.op_histogram(entry.flatbuffer)["LceBconv2d"] == 16 - len(small)
 
 
+def test_calibrated_xnor_resnet18_cifar_stem_32_verifies_with_every_binary_layer_binary():
+    # The CIFAR stem keeps 32x32 inputs at 32, 16, 8 and 4 in the stages: every map is at least
+    # 3x3, so even zero padding (the default) leaves all 16 binary layers binary on LCE.
+    tf.keras.utils.set_random_seed(1)
+    model = zoo.XNORResNet18(input_shape=(32, 32, 3), classes=10, stem="cifar")
+    calibrate_batchnorm(model, _images((32, 32, 3), n=16))
+    flatbuffer = convert.convert(model)
+    v = convert.verify(model, flatbuffer)
+    assert v.passed, v.explanation
+    assert v.max_rel_diff <= 1e-3 and v.top1_agreement >= 0.99
+    report = convert.conversion_report(model, flatbuffer, verification=v)
+    convs = _xnor_conv_layers(model)
+    assert len(convs) == 16 and min(min(layer.input_shape[1:3]) for layer in convs) == 4
+    assert [layer.name for layer in report.layers] == [layer.name for layer in convs]
+    assert all(layer.binary for layer in report.layers)
+    assert convert.op_histogram(flatbuffer)["LceBconv2d"] == 16
+    # MACs by hand (conv1 3x3/1 at 32x32, stages at 32, 16, 8, 4, fc 512 x 10), as in test_zoo.
+    conv1 = 32 * 32 * 64 * 3 * 3 * 3
+    stage2 = 4 * 32 * 32 * 64 * 3 * 3 * 64
+    later = 16 * 16 * 128 * 64 + 16 * 16 * 128 * 3 * 3 * 64 + 3 * 16 * 16 * 128 * 3 * 3 * 128
+    assert report.total_macs == conv1 + stage2 + 3 * later + 512 * 10 == 555_422_720
+    assert report.binary_macs == sum(_hand_macs(layer) for layer in convs)
+
+
 def test_calibrated_xnor_alexnet_67_verifies_with_every_binary_layer_binary():
     tf.keras.utils.set_random_seed(0)
     model = zoo.XNORAlexNet(input_shape=(67, 67, 3), classes=10)

@@ -224,6 +224,25 @@ def test_resume_with_more_epochs_continues_a_finished_run(tmp_path, capsys):
     assert int(first.optimizer.iterations.numpy()) == 2 * 3
 
 
+def test_stem_reaches_the_zoo_builder_through_the_config(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(training, "train", lambda config, strategy, **kw: seen.append(config))
+    args = ["--model", "XNORResNet18", "--dataset", "cifar10", "--output", str(tmp_path / "run")]
+    assert train_main([*args, "--stem", "cifar"]) == 0
+    assert train_main(args) == 0
+    assert [config.model_options for config in seen] == [{"stem": "cifar"}, {}]
+    model = training._build_model("XNORResNet18", (8, 8, 3), 10, seen[0].model_options)
+    assert model.get_layer("conv1").kernel.shape == (3, 3, 3, 64)
+
+
+def test_stem_for_a_model_without_one_exits_2(tmp_path, capsys):
+    code = train_main(["--model", "XNORAlexNet", "--dataset", "cifar10", "--stem", "cifar",
+                       "--output", str(tmp_path / "run")])
+    assert code == 2
+    assert "--stem: only the zoo's ResNet models" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 # ---- subprocesses: kill and resume, distribution ----------------------------------------------
 
 

@@ -19,6 +19,9 @@ What is checked:
 * The 224x224 figures (MACs, binary fraction, binary weights), written out by hand from the layer
   lists in the module docstrings and compared with ``larq.models.ModelProfile`` /
   ``larq.models.summary``. Only these tests build 224x224 models, each once.
+* ResNet-18's ``stem="cifar"``: the family fixture builds it too (OPTION_SETS, 16x16), so every
+  architecture / config test covers it; its own tests check the stem layers, the smallest input
+  (8x8), the error for a bad value, a fresh-process ``.keras`` reload and the MACs at 32x32.
 
 Everything else uses the smallest convenient inputs (AlexNet 67x67, ResNet 32x32) and few
 classes, so the file runs in well under three minutes on two CPU cores.
@@ -59,6 +62,11 @@ BINARY_NAMES = {"AlexNet": ALEXNET_BINARY, "ResNet18": RESNET18_BINARY}
 
 CLASSES = 4
 BATCH = 2
+
+# Architecture options the family fixture covers besides each family's defaults:
+# (family, options, input side). The CIFAR stem at 16x16 keeps every stage's map above 1x1.
+OPTION_SETS = {"ResNet18-stem=cifar": ("ResNet18", {"stem": "cifar"}, 16)}
+RESNET_MODELS = [name for name in MODELS if name.endswith("ResNet18")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,14 +143,27 @@ def _is_binary_layer(layer) -> bool:
 # Fixtures
 
 
-@pytest.fixture(scope="module", params=_families())
+def _variant_sets() -> dict[str, tuple[str, dict, int]]:
+    defaults = {family: (family, {}, SMALL_SIZE[family]) for family in _families()}
+    return {**defaults, **OPTION_SETS}
+
+
+def _input_size(variants: dict[str, tf.keras.Model]) -> int:
+    return next(iter(variants.values())).input_shape[1]
+
+
+@pytest.fixture(scope="module", params=sorted(_variant_sets()))
 def family_variants(request) -> tuple[str, dict[str, tf.keras.Model]]:
-    """One family's registered variants, built once at the small size with CLASSES classes and
-    non-default BatchNorm statistics and biases: (family, {kind: model}). Tests must not change
-    them."""
-    family = request.param
+    """One family's registered variants (with its defaults, or one of OPTION_SETS), built once
+    at a small size with CLASSES classes and non-default BatchNorm statistics and biases:
+    (family, {kind: model}). Tests must not change them."""
+    family, options, size = _variant_sets()[request.param]
     tf.keras.utils.set_random_seed(0)
-    variants = {_kind(name): _build(name) for name in MODELS if _family(name) == family}
+    variants = {
+        _kind(name): _build(name, input_shape=(size, size, 3), **options)
+        for name in MODELS
+        if _family(name) == family
+    }
     for seed, model in enumerate(variants.values()):
         _perturb_non_kernel_weights(model, seed)
     return family, variants
@@ -195,7 +216,7 @@ def test_register_model_rejects_a_different_builder_under_a_taken_name():
 
 def test_include_top_output_is_class_probabilities(family_variants):
     family, variants = family_variants
-    x = _images(SMALL_SIZE[family])
+    x = _images(_input_size(variants))
     for kind, model in variants.items():
         probabilities = model(x, training=False).numpy()
         assert model.output_shape == (None, CLASSES), kind
@@ -275,7 +296,7 @@ def _logits(model: tf.keras.Model, x: np.ndarray) -> np.ndarray:
 
 def test_config_roundtrip_rebuilds_an_identical_model(family_variants):
     family, variants = family_variants
-    x = _images(SMALL_SIZE[family])
+    x = _images(_input_size(variants))
     for kind, model in variants.items():
         config = model.get_config()
         clone = tf.keras.Model.from_config(config)
@@ -289,11 +310,20 @@ def test_config_roundtrip_rebuilds_an_identical_model(family_variants):
 
 
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
-@pytest.mark.parametrize("name", ["XNORAlexNet", "XNORResNet18", "BWNResNet18"])
-def test_save_and_reload_in_fresh_process(name, tmp_path):
-    model = _build(name, classifier_activation=None)
+@pytest.mark.parametrize(
+    "name, options, formats",
+    [
+        ("XNORAlexNet", {}, ("keras", "h5")),
+        ("XNORResNet18", {}, ("keras", "h5")),
+        ("BWNResNet18", {}, ("keras", "h5")),
+        ("XNORResNet18", {"stem": "cifar"}, ("keras",)),
+    ],
+    ids=["XNORAlexNet", "XNORResNet18", "BWNResNet18", "XNORResNet18-stem=cifar"],
+)
+def test_save_and_reload_in_fresh_process(name, options, formats, tmp_path):
+    model = _build(name, classifier_activation=None, **options)
     _perturb_non_kernel_weights(model)
-    assert_saved_model_roundtrip(model, _images(_size(name)), tmp_path, formats=("keras", "h5"))
+    assert_saved_model_roundtrip(model, _images(_size(name)), tmp_path, formats=formats)
 
 
 @pytest.mark.parametrize(
@@ -430,6 +460,98 @@ def test_xnor_resnet18_has_16_binary_convs_and_3_projections():
     adds = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Add)]
     assert len(adds) == 8
     assert type(model.get_layer("fc")) is tf.keras.layers.Dense
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet-18's stem
+
+_WIDTH = {2: 64, 3: 128, 4: 256, 5: 512}
+
+
+@pytest.mark.parametrize("name", RESNET_MODELS)
+def test_resnet18_cifar_stem_is_one_3x3_stride_1_conv_without_pool(name):
+    # At the CIFAR stem's smallest input (8x8) the stages see 8, 4, 2 and 1: total stride 8.
+    cifar = _build(name, input_shape=(8, 8, 3), classes=5, classifier_activation=None, stem="cifar")
+    conv1 = cifar.get_layer("conv1")
+    assert type(conv1) is tf.keras.layers.Conv2D
+    assert conv1.kernel.shape == (3, 3, 3, 64) and conv1.strides == (1, 1) and conv1.padding == "same"
+    assert "pool1" not in [layer.name for layer in cifar.layers]
+    assert not [layer for layer in cifar.layers if isinstance(layer, tf.keras.layers.MaxPool2D)]
+    assert _parents(cifar, "conv2_block1_1_bn") == ["conv1_relu"]
+    for stage, side in zip((2, 3, 4, 5), (8, 4, 2, 1)):
+        assert cifar.get_layer(f"conv{stage}_block2_add").output_shape == (None, side, side, _WIDTH[stage])
+    logits = cifar(_images(8), training=False).numpy()
+    assert logits.shape == (BATCH, 5) and np.isfinite(logits).all()
+
+    # Same names and kernel shapes as the ImageNet stem, but for conv1 and the missing pool1.
+    imagenet = _build(name, classes=5, classifier_activation=None)
+    shapes = {w.name: tuple(w.shape) for w in imagenet.weights}
+    assert {layer.name for layer in imagenet.layers} - {layer.name for layer in cifar.layers} == {"pool1"}
+    assert {layer.name for layer in cifar.layers} <= {layer.name for layer in imagenet.layers}
+    different = {w.name for w in cifar.weights if shapes[w.name] != tuple(w.shape)}
+    assert different == {"conv1/kernel:0"}
+    assert imagenet.get_layer("conv1").kernel.shape == (7, 7, 3, 64)
+
+
+@pytest.mark.parametrize("value", ["CIFAR", "resnet", None, 3])
+@pytest.mark.parametrize("name", RESNET_MODELS)
+def test_bad_stem_is_named_with_the_allowed_values(name, value):
+    with pytest.raises(ValueError, match=re.escape(f"stem={value!r}")) as info:
+        _build(name, stem=value)
+    assert "`stem`" in str(info.value) and "('imagenet', 'cifar')" in str(info.value)
+
+
+def test_alexnet_has_no_stem_option():
+    with pytest.raises(ValueError, match=re.escape("stem='cifar'")) as info:
+        _build("XNORAlexNet", stem="cifar")
+    assert "unexpected option" in str(info.value)
+
+
+@pytest.mark.parametrize("name", RESNET_MODELS)
+def test_smallest_input_depends_on_the_stem(name):
+    with pytest.raises(ValueError, match=re.escape("input_shape=(7, 7, 3)")) as info:
+        _build(name, input_shape=(7, 7, 3), stem="cifar")
+    assert "at least 8" in str(info.value) and "stem='cifar'" in str(info.value)
+    with pytest.raises(ValueError, match=re.escape("input_shape=(16, 16, 3)")) as info:
+        _build(name, input_shape=(16, 16, 3))  # fine with the CIFAR stem: the error says so
+    assert "at least 32" in str(info.value) and "stem='cifar' accepts 8x8" in str(info.value)
+
+
+def test_xnor_resnet18_cifar_stem_32_figures():
+    tf.keras.utils.set_random_seed(0)
+    model = zoo.XNORResNet18(input_shape=(32, 32, 3), classes=10, stem="cifar")
+    # 32 -> conv1 3/1 "same": 32 -> stages at 32, 16, 8, 4 (no max-pool).
+    hand_macs = {"conv1": 32 * 32 * 64 * 3 * 3 * 3, "fc": 512 * 10}
+    side = 32
+    for stage, (filters, previous) in zip((2, 3, 4, 5), ((64, 64), (128, 64), (256, 128), (512, 256))):
+        base = f"conv{stage}_block1"
+        if stage > 2:
+            side //= 2
+            hand_macs[f"{base}_0_conv"] = side * side * filters * 1 * 1 * previous
+        hand_macs[f"{base}_1_conv"] = side * side * filters * 3 * 3 * previous
+        hand_macs[f"{base}_2_conv"] = side * side * filters * 3 * 3 * filters
+        for i in (1, 2):
+            hand_macs[f"conv{stage}_block2_{i}_conv"] = side * side * filters * 3 * 3 * filters
+    hand_total = sum(hand_macs.values())
+    hand_binary = sum(hand_macs[name] for name in RESNET18_BINARY)
+
+    assert hand_macs["conv1"] == 1_769_472  # "conv1 1.8 M"
+    assert sum(v for k, v in hand_macs.items() if k.startswith("conv2")) == 150_994_944  # 151 M
+    for stage in (3, 4, 5):  # "each stage ... 134 M"
+        assert sum(v for k, v in hand_macs.items() if k.startswith(f"conv{stage}")) == 134_217_728
+    assert hand_total == 555_422_720  # "0.555 G MACs" (README, resnet.py)
+    assert round(hand_binary / hand_total, 3) == 0.985  # README: "98.5% of MACs"
+
+    profile = lq.models.ModelProfile(model)
+    assert _conv_macs(model) == hand_macs
+    assert profile.op_count("mac") == hand_total
+    assert profile.op_count("mac", 1) == hand_binary
+    ratio = f"{hand_binary / hand_total:.4f}"
+    assert re.search(rf"Ratio of MACs that are binarized\s+{re.escape(ratio)}", _summary_text(model))
+    # "15x the ImageNet stem's 37.0 M at that size" (stages at 8, 4, 2, 1).
+    imagenet = lq.models.ModelProfile(zoo.XNORResNet18(input_shape=(32, 32, 3), classes=10))
+    assert imagenet.op_count("mac") == 37_016_576
+    assert round(hand_total / imagenet.op_count("mac")) == 15
 
 
 # --------------------------------------------------------------------------------------------

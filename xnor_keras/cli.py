@@ -420,6 +420,7 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--image-size", type=_positive_int, help="input side in pixels (default: 224 ImageNet-style, else native)")
+    parser.add_argument("--stem", choices=("imagenet", "cifar"), help="ResNet-18 stem (default imagenet; cifar: 3x3/1 conv, no max-pool, for 32x32 inputs)")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--eval-split", help="default: validation, else test")
     parser.add_argument("--steps-per-epoch", type=_positive_int)
@@ -508,6 +509,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             path = getattr(args, flag)
             if path is not None and not path.is_dir():
                 raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
+        if args.stem and ":" not in args.model and not args.model.endswith("ResNet18"):
+            raise _InputError(f"--stem: only the zoo's ResNet models have a stem option, not {args.model}")
         recipe = training.RECIPES[args.recipe or _default_recipe(args.model)]
         optimizer = args.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
         learning_rate = args.learning_rate
@@ -536,6 +539,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             recipe=recipe.name,
             download=not args.no_download,
+            model_options={"stem": args.stem} if args.stem else {},
         )
         try:
             strategy = training.make_strategy(args.strategy, cpu_replicas=args.cpu_replicas, tpu=args.tpu)

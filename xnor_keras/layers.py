@@ -122,10 +122,16 @@ class _ScaledBinaryMixin:
         if self._inference_alpha is None and type(quantizer) is xq.ScaledWeightSign and latent is not None:
             # larq's quantized kernel variable: binarize its latent weights in one step instead
             # of running the quantizer (alpha * sign(W)) and dividing alpha back out.
-            return xq.unit_sign_and_scale(
+            unit, alpha = xq.unit_sign_and_scale(
                 tf.convert_to_tensor(latent), quantizer.gradient, quantizer.clip_value,
                 compiled=compiled,
             )
+            if quantizer.gradient != "autodiff":
+                # "paper" and "ste" hold alpha constant: its gradient would be discarded, but
+                # the tape would still compute it (sum(dy * conv output), an activation-sized
+                # product per layer and step). Cut it here.
+                alpha = tf.stop_gradient(alpha)
+            return unit, alpha
         kernel = tf.convert_to_tensor(kernel)
         if self._inference_alpha is not None:
             return kernel, tf.cast(self._inference_alpha, kernel.dtype)

@@ -123,12 +123,18 @@ def step_schedule(base: float, milestones: Sequence[tuple[int, float]] = ()) -> 
 
 
 def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9, weight_decay: float = 0.0):
-    """Adam or SGD (with momentum), with decoupled weight decay when `weight_decay` > 0."""
+    """Adam or SGD (with momentum), with decoupled weight decay when `weight_decay` > 0.
+
+    They are :mod:`xnor_keras.optimizers`' (Keras' optimizers that clip the latent binary
+    weights inside their update step: same result, fewer passes over the weights per step).
+    """
+    from xnor_keras import optimizers
+
     decay = weight_decay or None
     if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate, weight_decay=decay)
+        return optimizers.Adam(learning_rate, weight_decay=decay)
     if name == "sgd":
-        return tf.keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay)
+        return optimizers.SGD(learning_rate, momentum=momentum, weight_decay=decay)
     raise ValueError(f"Expected `optimizer` to be 'adam' or 'sgd'. Received: optimizer={name!r}")
 
 
@@ -219,6 +225,8 @@ class TrainConfig:
     seed: int = 0
     recipe: str | None = None
     download: bool = True
+    model_options: dict = dataclasses.field(default_factory=dict)
+    """Extra keyword arguments of the model builder (e.g. ``{"stem": "cifar"}`` for a ResNet)."""
 
 
 def plot_history(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
@@ -259,16 +267,17 @@ def _eval_split(info_splits: Sequence[str], requested: str | None) -> str:
     return "test"
 
 
-def _build_model(name: str, input_shape, classes: int):
+def _build_model(name: str, input_shape, classes: int, options: dict | None = None):
     from xnor_keras import zoo
 
+    options = options or {}
     if ":" in name:  # "package.module:builder" for models outside the zoo
         import importlib
 
         module_name, _, attr = name.partition(":")
         builder = getattr(importlib.import_module(module_name), attr)
-        return builder(input_shape=input_shape, classes=classes)
-    return zoo.get_model(name, input_shape=input_shape, classes=classes)
+        return builder(input_shape=input_shape, classes=classes, **options)
+    return zoo.get_model(name, input_shape=input_shape, classes=classes, **options)
 
 
 def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Callable[[str], None] = print):
@@ -302,7 +311,8 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
                 f"The output directory {output} already holds a run; pass resume=True (--resume) "
                 "to continue it or choose a new output directory."
             )
-        for key in ("model", "dataset", "image_size"):
+        saved.setdefault("model_options", {})  # runs saved before the field existed
+        for key in ("model", "dataset", "image_size", "model_options"):
             if saved.get(key) != getattr(config, key):
                 raise ValueError(
                     f"Cannot resume: the run in {output} used {key}={saved.get(key)!r}, "
@@ -354,7 +364,7 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         if initial_epoch:
             model = tf.keras.models.load_model(output / "model.keras")
         else:
-            model = _build_model(config.model, input_shape, info.num_classes)
+            model = _build_model(config.model, input_shape, info.num_classes, config.model_options)
             metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
             if info.num_classes > 5:
                 metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))

@@ -110,8 +110,12 @@ def validate_common(
     classifier_activation,
     default_size: int,
     min_size: int,
+    min_size_note: str = "",
 ) -> tuple[int | None, int | None, int]:
     """Check the Keras-applications arguments; return the (height, width, channels) to build.
+
+    `min_size_note` is appended to the too-small-input message (why the minimum is what it is,
+    or which option lowers it).
 
     Raises:
         ValueError: naming the argument and the received value.
@@ -169,8 +173,8 @@ def validate_common(
     for size in (height, width):
         if size is not None and (not isinstance(size, int) or size < min_size):
             raise ValueError(
-                f"Expected `input_shape` height and width to be at least {min_size} for this model, "
-                f"got {size!r}. Received: input_shape={input_shape!r}"
+                f"Expected `input_shape` height and width to be at least {min_size} for this model"
+                f"{min_size_note}, got {size!r}. Received: input_shape={input_shape!r}"
             )
     return height, width, channels
 
@@ -240,19 +244,27 @@ _APP_DEFAULTS = dict(
 
 
 def make_variant(
-    family: Callable[..., tf.keras.Model], kind: str, name: str, model_name: str, doc: str
+    family: Callable[..., tf.keras.Model],
+    kind: str,
+    name: str,
+    model_name: str,
+    doc: str,
+    *,
+    family_options: tuple[str, ...] = (),
 ):
     """A public builder `name` (building a Model called `model_name`): `family` with the
     binarization of `kind`.
 
-    The builder takes the Keras-applications keyword arguments plus the binarization options
-    that apply to `kind` (see :class:`Binarization`).
+    The builder takes the Keras-applications keyword arguments, the binarization options that
+    apply to `kind` (see :class:`Binarization`) and the `family_options` (architecture options
+    every variant of the family shares, e.g. ResNet's ``stem``), which go to `family` as keywords.
     """
-    allowed = {
+    binarization_options = {
         "xnor": ("pad_values", "input_scaling", "weight_gradient", "clip_value"),
         "bwn": ("weight_gradient", "clip_value"),
         "float": (),
     }[kind]
+    allowed = tuple(family_options) + binarization_options
 
     def builder(
         *,
@@ -287,7 +299,8 @@ def make_variant(
             classes=classes,
             classifier_activation=classifier_activation,
         )
-        return family(Binarization(kind, **options), name=model_name, **app)
+        architecture = {k: options.pop(k) for k in family_options if k in options}
+        return family(Binarization(kind, **options), name=model_name, **architecture, **app)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = doc
