@@ -69,7 +69,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -79,6 +78,7 @@ import numpy as np
 import tensorflow as tf
 
 from xnor_keras import quantizers as xq
+from xnor_keras._io import write_atomically
 from xnor_keras.layers import _ScaledBinaryMixin
 
 __all__ = [
@@ -332,22 +332,6 @@ def _check_float16_range(value: np.ndarray, layer: str, weight: str) -> None:
             f"Layer '{layer}' weight '{weight}' has values up to {largest:g}, beyond float16's range "
             f"({np.finfo(np.float16).max:g}); save it with float_dtype='float32'."
         )
-
-
-def write_atomically(data: bytes, path: str | os.PathLike) -> Path:
-    """Write `data` to `path` through a temporary file and a rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_binary_weights(

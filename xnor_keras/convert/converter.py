@@ -12,6 +12,7 @@ import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
+from xnor_keras._io import write_atomically
 from xnor_keras.convert._common import (
     _IO_TYPES,
     TARGETS,
@@ -170,15 +171,4 @@ def timed_convert(model: tf.keras.Model, **kwargs) -> tuple[bytes, float]:
 
 def save_tflite(flatbuffer: bytes, path: str | os.PathLike) -> Path:
     """Write `flatbuffer` to `path` atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(flatbuffer)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(flatbuffer, path)
