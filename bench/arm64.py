@@ -1,0 +1,554 @@
+"""ARM benchmark: guest instructions per inference on the emulated aarch64 target.
+
+Every zoo model is converted at 224² (1000 classes, BatchNorm statistics calibrated on random
+inputs), run by LCE 0.16's aarch64 kernels inside stock ai-edge-litert 1.2.0 under
+`qemu-aarch64` (`xnor_lite.emulate`), 1 thread, and counted by our own TCG plugin
+(`bench/qemu_plugin/insn_count.c`): load, first invocation and steady invocations apart, with
+shares per library and per function. The ARM speed figure is float / binary instructions, the
+float twin at its best setting. Instructions are not cycles: they ignore memory stalls, SIMD
+width and issue rates, so the ratio is a proxy for a Cortex-A's time ratio, not a measurement.
+
+    python bench/arm64.py                 # 224², every model and setting (~1 h on 2 cores)
+    python bench/arm64.py --quick         # AlexNet 67², ResNet 32² (minutes)
+    python bench/arm64.py --models XNORAlexNet AlexNet
+
+Writes bench/results/arm64.json (arm64-quick.json), bench/results/arm64.png and the section
+"ARM (emulated aarch64): guest instructions" of BENCHMARKS.md (not with --quick).
+Flatbuffers, the plugin and raw records are cached in bench/results/cache/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from xnor_lite import build  # noqa: E402  (no TensorFlow)
+
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+CACHE = RESULTS / "cache"
+PLUGIN_SOURCE = BENCH / "qemu_plugin" / "insn_count.c"
+GUEST = BENCH / "_arm64_guest.py"
+SECTION = "## ARM (emulated aarch64): guest instructions"
+
+# guest labels (see _arm64_guest.py)
+STARTED, MARKER_PAIR, RUNTIME_LOADED, MODEL_LOADED, FIRST_INVOKE, STEADY = 1, 2, 10, 20, 30, 100
+
+FLOAT_TWIN = {"XNORAlexNet": "AlexNet", "BWNAlexNet": "AlexNet",
+              "XNORResNet18": "ResNet18", "BWNResNet18": "ResNet18"}
+FULL_SIZE = 224
+QUICK_SIZE = {"AlexNet": 67, "ResNet18": 32}
+# (kernel, use_xnnpack)
+BINARY_SETTINGS = [("default", False), ("indirect_bgemm", False), ("reference", False), ("default", True)]
+FLOAT_SETTINGS = [("default", False), ("default", True)]
+# XNOR flatbuffer variants beyond the paper form (pad_values=0, float first/last layers); the
+# stems are the sub-model from the input to pool1 (the float first conv block), measured alone.
+XNOR_VARIANTS = ["paper", "pad1", "int8", "pad1+int8", "stem", "stem+int8"]
+STEM_OUTPUT = "pool1"
+GROUPS = {"lce": "op library (LCE ops)", "litert": "LiteRT wheel (builtin ops, ruy, XNNPACK)",
+          "libc": "libc/libm", "other": "other (python, numpy, ld.so)"}
+
+
+def log(message: str) -> None:
+    print(f"[arm64 {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def family(model: str) -> str:
+    return "AlexNet" if "AlexNet" in model else "ResNet18"
+
+
+# -- plugin ---------------------------------------------------------------------------------
+
+def build_plugin() -> Path:
+    """Compiles insn_count.c with the host gcc, once per source version."""
+    source = PLUGIN_SOURCE.read_bytes()
+    target = CACHE / f"insn_count-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if not target.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp.so")
+        cmd = ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(PLUGIN_SOURCE)]
+        log(" ".join(cmd))
+        subprocess.run(cmd, check=True)
+        tmp.replace(target)
+    return target
+
+
+# -- flatbuffers ----------------------------------------------------------------------------
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    for folder in ("xnor_keras/convert", "xnor_keras/zoo"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            digest.update(path.read_bytes())
+    for name in ("xnor_keras/layers.py", "xnor_keras/quantizers.py"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def flatbuffer_path(model: str, size: int, variant: str) -> Path:
+    return CACHE / f"{model}-{size}-{variant}-{_sources_digest()}.tflite"
+
+
+def convert_flatbuffer(model: str, size: int, variant: str) -> Path:
+    """Converts `model` at size² in `variant` (cached by model, size, variant and sources)."""
+    path = flatbuffer_path(model, size, variant)
+    if path.exists():
+        return path
+    import numpy as np
+    import tensorflow as tf
+
+    import xnor_keras  # noqa: F401  (sets up tf-keras)
+    from xnor_keras import zoo
+    from xnor_keras.convert import convert
+    from xnor_keras.testing_utils import calibrate_batchnorm
+
+    started = time.time()
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(0)
+    options = {"pad_values": 1.0} if "pad1" in variant else {}
+    keras_model = zoo.get_model(model, input_shape=(size, size, 3), classes=1000, **options)
+    x = np.random.default_rng(0).uniform(-1, 1, (8, size, size, 3)).astype(np.float32)
+    calibrate_batchnorm(keras_model, x)
+    if variant.startswith("stem"):
+        keras_model = tf.keras.Model(keras_model.input, keras_model.get_layer(STEM_OUTPUT).output)
+    int8 = "int8" in variant
+    flatbuffer = convert(keras_model, int8_float_layers=int8, calibration_data=x if int8 else None)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(flatbuffer)
+    tmp.replace(path)
+    log(f"converted {model} {size}² {variant}: {len(flatbuffer) / 1e6:.1f} MB in {time.time() - started:.0f} s")
+    return path
+
+
+# -- symbols --------------------------------------------------------------------------------
+
+_SYMBOLS: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
+
+
+def _short(name: str) -> str:
+    innermost = re.compile(r"<(?!…>)(?:[^<>]|<…>)*>")  # template arguments, innermost first
+    while len(name) > 60 and innermost.search(name):
+        name = innermost.sub("<…>", name)
+    if "(" in name[1:]:
+        name = name[:name.index("(", 1)]  # drop the parameter list
+    return name[:120]
+
+
+def symbols(path: str) -> tuple[list[int], list[tuple[int, str]]]:
+    """(sorted start addresses, [(size, name)]) of the text symbols of an aarch64 ELF file."""
+    if path not in _SYMBOLS:
+        starts, entries = [], []
+        for flags in ([], ["-D"]):
+            out = subprocess.run(["aarch64-linux-gnu-nm", "-C", "-n", "-S", "--defined-only", *flags, path],
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                parts = line.split(" ", 3)
+                if len(parts) == 4 and parts[2] in "tTwWi":
+                    starts.append(int(parts[0], 16))
+                    entries.append((int(parts[1], 16), _short(parts[3])))
+            if starts:
+                break
+        _SYMBOLS[path] = (starts, entries)
+    return _SYMBOLS[path]
+
+
+class AddressMap:
+    """Guest addresses -> (library group, function) from the guest's /proc/self/maps."""
+
+    def __init__(self, maps_text: str, library: str):
+        self.ranges = []
+        bases: dict[str, int] = {}
+        for line in maps_text.splitlines():
+            parts = line.split(None, 5)
+            start, end = (int(v, 16) for v in parts[0].split("-"))
+            path = parts[5] if len(parts) == 6 else ""
+            offset = int(parts[2], 16)
+            if path.startswith("/") and offset == 0:
+                bases.setdefault(path, start)
+            self.ranges.append((start, end, path))
+        self.ranges.sort()
+        self.starts = [r[0] for r in self.ranges]
+        self.bases = bases
+        self.library = os.path.realpath(library)
+
+    def group(self, path: str) -> str:
+        name = os.path.basename(path)
+        if path and os.path.basename(self.library).replace("-symbols", "") == name.replace("-symbols", ""):
+            return "lce"
+        if name.startswith("_pywrap_tensorflow_interpreter_wrapper"):
+            return "litert"
+        if re.match(r"lib(c|m)\.so", name):
+            return "libc"
+        return "other"
+
+    def locate(self, vaddr: int) -> tuple[str, str]:
+        i = bisect.bisect_right(self.starts, vaddr) - 1
+        if i < 0 or vaddr >= self.ranges[i][1]:
+            return "other", "?"
+        path = self.ranges[i][2]
+        group = self.group(path)
+        if group == "other" or path not in self.bases:
+            return group, os.path.basename(path) or "[anon]"
+        host_file = path
+        if group == "lce":
+            host_file = self.library  # the same code with its symbol table
+        elif not os.path.exists(host_file):
+            return group, "?"
+        starts, entries = symbols(host_file)
+        offset = vaddr - self.bases[path]
+        j = bisect.bisect_right(starts, offset) - 1
+        if j >= 0 and (entries[j][0] == 0 or offset < starts[j] + entries[j][0]):
+            return group, entries[j][1]
+        return group, f"{os.path.basename(path)}+?"
+
+
+# -- running --------------------------------------------------------------------------------
+
+def parse_records(text: str) -> tuple[dict[int, int], dict[int, dict[int, int]]]:
+    marks: dict[int, int] = {}
+    dumps: dict[int, dict[int, int]] = {}
+    current = None
+    for line in text.splitlines():
+        kind, *rest = line.split()
+        if kind == "tb" and current is not None:
+            current[int(rest[0], 16)] = int(rest[1])
+        elif kind == "mark":
+            marks[int(rest[0])] = int(rest[1])
+        elif kind == "dump":
+            current = dumps.setdefault(int(rest[0]), {})
+    return marks, dumps
+
+
+def attribute(counts: dict[int, int], address_map: AddressMap, top: int = 12) -> dict:
+    groups = {key: 0 for key in GROUPS}
+    functions: dict[tuple[str, str], int] = {}
+    for vaddr, insns in counts.items():
+        group, function = address_map.locate(vaddr)
+        groups[group] += insns
+        functions[(group, function)] = functions.get((group, function), 0) + insns
+    ranked = sorted(functions.items(), key=lambda kv: -kv[1])[:top]
+    return {"libraries": groups,
+            "functions": [{"library": g, "function": f, "insns": n} for (g, f), n in ranked]}
+
+
+def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, use_xnnpack: bool,
+            steady: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="arm64-bench-") as tmp:
+        tmp = Path(tmp)
+        request = {"flatbuffer": str(flatbuffer), "library": str(library), "kernel": kernel,
+                   "use_xnnpack": use_xnnpack, "num_threads": 1, "steady": steady,
+                   "maps": str(tmp / "maps.txt")}
+        (tmp / "request.json").write_text(json.dumps(request))
+        records = tmp / "records.txt"
+        cmd = target.python_command(str(GUEST), str(tmp / "request.json"),
+                                    plugin=f"{plugin},out={records}")
+        env = {**target.python_env(), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
+        started = time.time()
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+        if result.returncode != 0:
+            raise RuntimeError(f"guest run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        marks, dumps = parse_records(records.read_text())
+        address_map = AddressMap((tmp / "maps.txt").read_text(), str(library))
+    overhead = marks[MARKER_PAIR] - marks[STARTED]
+    steady_counts = [marks[STEADY + i] - marks[STEADY + i - 1 if i else FIRST_INVOKE] for i in range(steady)]
+    return {
+        "kernel": kernel, "use_xnnpack": use_xnnpack,
+        "load": marks[MODEL_LOADED] - marks[RUNTIME_LOADED],
+        "first_invoke": marks[FIRST_INVOKE] - marks[MODEL_LOADED],
+        "steady": steady_counts,
+        "marker_overhead": overhead,
+        "process_total": max(marks.values()),
+        "shares_steady": attribute(dumps[STEADY + steady - 1], address_map),
+        "shares_first_invoke": attribute(dumps[FIRST_INVOKE], address_map, top=6),
+        "shares_load": attribute(dumps[MODEL_LOADED], address_map, top=6),
+        "guest": report,
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def plan(models: list[str], quick: bool) -> list[tuple[str, int, str, list]]:
+    """(model, size, variant, settings) for every flatbuffer to measure."""
+    jobs = []
+    for model in models:
+        size = QUICK_SIZE[family(model)] if quick else FULL_SIZE
+        if model.startswith("XNOR"):
+            for variant in XNOR_VARIANTS:
+                settings = BINARY_SETTINGS if variant == "paper" else FLOAT_SETTINGS
+                jobs.append((model, size, variant, settings))
+        else:
+            jobs.append((model, size, "paper", FLOAT_SETTINGS))
+    return jobs
+
+
+def setting_name(kernel: str, use_xnnpack: bool) -> str:
+    return kernel + (" + XNNPACK" if use_xnnpack else "")
+
+
+# -- analysis and report --------------------------------------------------------------------
+
+def analyse(runs: list[dict]) -> dict:
+    def steady(run):
+        return run["steady"][-1]
+
+    best_float = {}
+    for run in runs:
+        if run["model"] in ("AlexNet", "ResNet18") and run["variant"] == "paper":
+            if run["model"] not in best_float or steady(run) < steady(best_float[run["model"]]):
+                best_float[run["model"]] = run
+    ratios = []
+    for run in runs:
+        twin = FLOAT_TWIN.get(run["model"])
+        if twin in best_float and not run["variant"].startswith("stem"):
+            ratios.append({"model": run["model"], "variant": run["variant"],
+                           "setting": setting_name(run["kernel"], run["use_xnnpack"]),
+                           "float_twin": twin,
+                           "float_setting": setting_name(best_float[twin]["kernel"], best_float[twin]["use_xnnpack"]),
+                           "ratio": steady(best_float[twin]) / steady(run)})
+    stems = []
+    for run in runs:
+        if run["variant"].startswith("stem"):
+            whole_variant = "int8" if "int8" in run["variant"] else "paper"
+            for whole in runs:
+                if (whole["model"], whole["variant"], whole["kernel"], whole["use_xnnpack"]) == (
+                        run["model"], whole_variant, run["kernel"], run["use_xnnpack"]):
+                    stems.append({"model": run["model"], "variant": whole_variant,
+                                  "setting": setting_name(run["kernel"], run["use_xnnpack"]),
+                                  "stem": steady(run), "whole": steady(whole),
+                                  "share": steady(run) / steady(whole)})
+    return {"best_float": {k: {"setting": setting_name(v["kernel"], v["use_xnnpack"]), "steady": steady(v)}
+                           for k, v in best_float.items()},
+            "ratios": ratios, "stems": stems}
+
+
+def obstacles(runs: list[dict], analysis: dict) -> list[str]:
+    """Plain-language lines: for each XNOR model, how far its best run is from the target and
+    where its instructions go (first conv block, LCE's ops, LiteRT's float/int8 ops)."""
+    targets = {"XNORAlexNet": 9.0, "XNORResNet18": 8.5}
+    lines = []
+    for model, target in targets.items():
+        twin = FLOAT_TWIN[model]
+        if twin not in analysis["best_float"]:
+            continue
+        float_best = analysis["best_float"][twin]["steady"]
+        whole = [r for r in runs if r["model"] == model and not r["variant"].startswith("stem")]
+        if not whole:
+            continue
+        budget = float_best / target
+        lines.append(f"**{model}** (target ≥ {target}×: at most {m(budget)} per inference against "
+                     f"{twin}'s {m(float_best)}):")
+        for variant in ("paper", "int8", "pad1+int8"):
+            cands = [r for r in whole if r["variant"] == variant]
+            if not cands:
+                continue
+            best = min(cands, key=lambda r: r["steady"][-1])
+            total = best["steady"][-1]
+            setting = setting_name(best["kernel"], best["use_xnnpack"])
+            libs = best["shares_steady"]["libraries"]
+            counted = sum(libs.values()) or 1
+            lce = libs["lce"] / counted * total
+            rest = total - lce
+            stem = next((x for x in analysis["stems"] if x["model"] == model and x["setting"] == setting
+                         and x["variant"] == ("int8" if "int8" in variant else "paper")), None)
+            parts = [f"- {variant}, {setting}: {m(total)} = {float_best / total:.2f}×"
+                     f" ({'meets' if total <= budget else f'{m(total - budget)} over'} the budget)."
+                     f" LCE's ops (binary convs, bit-packing, binary max-pool) {m(lce)} "
+                     f"({100 * lce / total:.0f}%); LiteRT's float/int8 ops and the interpreter {m(rest)}"
+                     f" ({100 * rest / total:.0f}%)."]
+            if stem:
+                parts.append(f" The first conv block alone (stem, same setting) costs {m(stem['stem'])} "
+                             f"({100 * stem['share']:.0f}%); were it free, {float_best / max(total - stem['stem'], 1):.2f}×.")
+            parts.append(f" Only LCE's ops left (every float/int8 op free): {float_best / max(lce, 1):.1f}×.")
+            lines.append("".join(parts))
+        lines.append("")
+    return lines
+
+
+def m(n: float) -> str:
+    return f"{n / 1e6:,.1f} M" if n >= 1e6 else f"{n / 1e3:,.0f} k"
+
+
+def chart(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = [fam for fam in ("AlexNet", "ResNet18") if any(family(r["model"]) == fam for r in runs)]
+    fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 6.5), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        rows = [r for r in runs if family(r["model"]) == fam and not r["variant"].startswith("stem")]
+        labels = [f"{r['model']} {r['variant']} · {setting_name(r['kernel'], r['use_xnnpack'])}" for r in rows]
+        values = [r["steady"][-1] / 1e6 for r in rows]
+        colors = ["tab:gray" if not r["model"].startswith("XNOR") else
+                  ("tab:green" if "int8" in r["variant"] else "tab:blue") for r in rows]
+        ax.barh(range(len(rows)), values, color=colors)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("guest instructions per steady inference (millions, log)")
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:,.0f}", va="center", fontsize=7)
+        size = rows[0]["size"] if rows else ""
+        ax.set_title(f"{fam} family, {size}², 1 thread, emulated aarch64")
+    fig.suptitle("LCE 0.16 on ai-edge-litert 1.2.0 under qemu-aarch64: instructions, not cycles", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    runs, analysis = result["runs"], result["analysis"]
+    lines = [SECTION, "",
+             f"Command: `{result['command']}` ({result['date']}, {result['elapsed_min']:.0f} min on "
+             f"{result['host']}).",
+             f"Library: `{result['library']}` ({' '.join(f'{k}={v}' for k, v in result['build_info'].items())}); "
+             f"runtime ai-edge-litert {build.LITERT_VERSION}; {result['qemu']}; our TCG plugin "
+             "`bench/qemu_plugin/insn_count.c` (inline per-translation-block counts, phase markers by a "
+             "failing getpriority syscall).",
+             "",
+             "**Instructions are not cycles.** These are aarch64 instructions the guest executes, counted "
+             "exactly (repeat runs give the same steady counts); they ignore memory stalls, cache misses, "
+             "SIMD width and issue rates, so the float/binary ratio is a proxy for the speed-up on a "
+             "Cortex-A, not a measurement of it.",
+             "",
+             f"Inputs {', '.join(f'{k} {v}²' for k, v in result['sizes'].items())}, 1000 classes, BatchNorm "
+             "statistics calibrated on random inputs, 1 thread. *load* = `Interpreter(...)` (read, build, "
+             "allocate; XNNPACK applies its delegate here), *first* = first `invoke` (ruy packs weights), "
+             "*steady* = each later `invoke` (set input, run, copy output). Variants: *paper* = pad_values 0, "
+             "float first/last layers; *pad1* = pad_values 1; *int8* = `int8_float_layers=True` (first/last "
+             "layers int8); *stem* = the sub-model input → pool1 alone (the float first conv block).",
+             "",
+             "| model | variant | setting | flatbuffer | load | first invoke | steady / inference | float best ÷ this |",
+             "|---|---|---|---|---|---|---|---|"]
+    ratio_of = {(r["model"], r["variant"], r["setting"]): r["ratio"] for r in analysis["ratios"]}
+    for run in runs:
+        setting = setting_name(run["kernel"], run["use_xnnpack"])
+        ratio = ratio_of.get((run["model"], run["variant"], setting))
+        lines.append(
+            f"| {run['model']} | {run['variant']} | {setting} | {run['flatbuffer_mb']:.1f} MB | {m(run['load'])} | "
+            f"{m(run['first_invoke'])} | {m(run['steady'][-1])} | {f'{ratio:.2f}×' if ratio else ''} |")
+    lines += ["", "Float twin at its best setting: " + ", ".join(
+        f"{k} {m(v['steady'])} ({v['setting']})" for k, v in analysis["best_float"].items()) + "."]
+    targets = {"XNORAlexNet": 9.0, "XNORResNet18": 8.5}
+    lines += ["", "### ARM speed figure: float ÷ binary instructions (targets: XNORAlexNet ≥ 9×, XNORResNet18 ≥ 8.5×)", "",
+              "| binary model | variant | best setting | ratio | target |", "|---|---|---|---|---|"]
+    for model in ("XNORAlexNet", "XNORResNet18", "BWNAlexNet", "BWNResNet18"):
+        for variant in ("paper", "pad1", "int8", "pad1+int8"):
+            cands = [r for r in analysis["ratios"] if r["model"] == model and r["variant"] == variant]
+            if cands:
+                best = max(cands, key=lambda r: r["ratio"])
+                target = targets.get(model)
+                verdict = "" if not target else (f"≥ {target}×: met" if best["ratio"] >= target else f"≥ {target}×: not met")
+                lines.append(f"| {model} | {variant} | {best['setting']} | {best['ratio']:.2f}× | {verdict} |")
+    if analysis["stems"]:
+        lines += ["", "### The float first conv block (stem = input → pool1, measured alone)", "",
+                  "| model | whole net | setting | stem | whole | stem share |", "|---|---|---|---|---|---|"]
+        for s in analysis["stems"]:
+            lines.append(f"| {s['model']} | {s['variant']} | {s['setting']} | {m(s['stem'])} | {m(s['whole'])} | "
+                         f"{100 * s['share']:.0f}% |")
+    lines += ["", "### Shares of a steady inference (default kernel, no XNNPACK)", ""]
+    for run in runs:
+        if run["kernel"] != "default" or run["use_xnnpack"] or run["variant"].startswith("stem"):
+            continue
+        shares = run["shares_steady"]
+        total = sum(shares["libraries"].values()) or 1
+        libs = ", ".join(f"{GROUPS[g]} {100 * n / total:.0f}%" for g, n in shares["libraries"].items() if n)
+        funcs = "; ".join(f"`{f['function']}` {100 * f['insns'] / total:.0f}%" for f in shares["functions"][:5])
+        lines.append(f"- **{run['model']} {run['variant']}**: {libs}. Top functions: {funcs}.")
+    lines += ["", "### What stands between the measured ratios and the targets", "",
+              *obstacles(runs, analysis), *result.get("notes", [])]
+    lines += ["", "![ARM guest instructions](bench/results/arm64.png)", ""]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    old = path.read_text() if path.exists() else ""
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="AlexNet 67², ResNet 32² (minutes)")
+    parser.add_argument("--models", nargs="+", help="zoo names (default: all six)")
+    parser.add_argument("--variants", nargs="+", help=f"XNOR variants (default: {' '.join(XNOR_VARIANTS)})")
+    parser.add_argument("--steady", type=int, default=2, help="steady invocations per run (default 2)")
+    parser.add_argument("--notes", help="a markdown file whose lines go under 'Analysis'")
+    args = parser.parse_args(argv)
+    if args.variants:
+        XNOR_VARIANTS[:] = args.variants
+    from xnor_lite.emulate import Arm64Target
+
+    started = time.time()
+    models = args.models or ["XNORAlexNet", "BWNAlexNet", "AlexNet", "XNORResNet18", "BWNResNet18", "ResNet18"]
+    plugin = build_plugin()
+    target = Arm64Target(log=log).setup()
+    library = build.build_library("aarch64", out_dir=target.cache_dir, keep_symbols=True, log=log)
+    jobs = plan(models, args.quick)
+    # Convert everything first (TensorFlow on the host), then emulate.
+    for i, (model, size, variant, _) in enumerate(jobs):
+        log(f"flatbuffer {i + 1}/{len(jobs)}: {model} {size}² {variant}")
+        convert_flatbuffer(model, size, variant)
+    runs = []
+    n_runs = sum(len(s) for *_, s in jobs)
+    for model, size, variant, settings in jobs:
+        flatbuffer = flatbuffer_path(model, size, variant)
+        for kernel, use_xnnpack in settings:
+            run = run_one(target, plugin, library, flatbuffer, kernel, use_xnnpack, args.steady)
+            run.update(model=model, size=size, variant=variant,
+                       flatbuffer_mb=flatbuffer.stat().st_size / 1e6)
+            runs.append(run)
+            same = "steady runs equal" if len(set(run["steady"])) == 1 else f"steady runs {run['steady']}"
+            log(f"run {len(runs)}/{n_runs}: {model} {size}² {variant} {setting_name(kernel, use_xnnpack)}: "
+                f"load {m(run['load'])}, first {m(run['first_invoke'])}, steady {m(run['steady'][-1])} "
+                f"({same}; {run['wall_s']:.0f} s)")
+    qemu = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    result = {
+        "command": "python bench/arm64.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "elapsed_min": (time.time() - started) / 60,
+        "host": f"{os.cpu_count()} host CPUs (shared)",
+        "qemu": qemu, "library": library.name,
+        "build_info": runs[0]["guest"]["build_info"] if runs else {},
+        "sizes": {fam: (QUICK_SIZE[fam] if args.quick else FULL_SIZE) for fam in ("AlexNet", "ResNet18")},
+        "runs": runs, "analysis": analyse(runs),
+        "notes": Path(args.notes).read_text().splitlines() if args.notes else [],
+    }
+    suffix = "-quick" if args.quick else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"arm64{suffix}.json").write_text(json.dumps(result, indent=1))
+    chart(runs, RESULTS / f"arm64{suffix}.png")
+    text = markdown(result)
+    if args.quick:
+        (RESULTS / "arm64-quick.md").write_text(text)
+    else:
+        write_section(text, ROOT / "BENCHMARKS.md")
+    print(text)
+    log(f"done in {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
