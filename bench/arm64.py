@@ -54,9 +54,20 @@ QUICK_SIZE = {"AlexNet": 67, "ResNet18": 32}
 BINARY_SETTINGS = [("default", False), ("indirect_bgemm", False), ("reference", False), ("default", True)]
 FLOAT_SETTINGS = [("default", False), ("default", True)]
 # XNOR flatbuffer variants beyond the paper form (pad_values=0, float first/last layers); the
-# stems are the sub-model from the input to pool1 (the float first conv block), measured alone.
+# Sub-models, each converted and measured alone (a sound per-part cost: the same ops on the same
+# shapes, plus one input copy): *stem* = input -> pool1 (the float first conv block); *head* =
+# fc6_bn -> output (AlexNet's binary fc6, fc7 and float fc8); *last* = the float classifier
+# (AlexNet fc8_bn -> output, ResNet post_bn -> output).
 XNOR_VARIANTS = ["paper", "pad1", "int8", "pad1+int8", "stem", "stem+int8"]
-STEM_OUTPUT = "pool1"
+SUBMODELS = {("AlexNet", "stem"): (None, "pool1"), ("ResNet18", "stem"): (None, "pool1"),
+             ("AlexNet", "head"): ("fc6_bn", None), ("AlexNet", "last"): ("fc8_bn", None),
+             ("ResNet18", "last"): ("post_bn", None)}
+
+
+def submodel(variant: str) -> str | None:
+    """'stem', 'head' or 'last' for a sub-model variant, else None."""
+    part = variant.split("+")[0]
+    return part if part in ("stem", "head", "last") else None
 GROUPS = {"lce": "op library (LCE ops)", "litert": "LiteRT wheel (builtin ops, ruy, XNNPACK)",
           "libc": "libc/libm", "other": "other (python, numpy, ld.so)"}
 
@@ -121,8 +132,18 @@ def convert_flatbuffer(model: str, size: int, variant: str) -> Path:
     keras_model = zoo.get_model(model, input_shape=(size, size, 3), classes=1000, **options)
     x = np.random.default_rng(0).uniform(-1, 1, (8, size, size, 3)).astype(np.float32)
     calibrate_batchnorm(keras_model, x)
-    if variant.startswith("stem"):
-        keras_model = tf.keras.Model(keras_model.input, keras_model.get_layer(STEM_OUTPUT).output)
+    if submodel(variant):
+        start, end = SUBMODELS[(family(model), submodel(variant))]
+        if start is None:
+            keras_model = tf.keras.Model(keras_model.input, keras_model.get_layer(end).output)
+        else:  # a plain chain of layers (true of the parts named in SUBMODELS)
+            names = [layer.name for layer in keras_model.layers]
+            x = tf.keras.Model(keras_model.input, keras_model.get_layer(start).input).predict(x, verbose=0)
+            inputs = tf.keras.Input(x.shape[1:])
+            y = inputs
+            for layer in keras_model.layers[names.index(start):]:
+                y = layer(y)
+            keras_model = tf.keras.Model(inputs, y)
     int8 = "int8" in variant
     flatbuffer = convert(keras_model, int8_float_layers=int8, calibration_data=x if int8 else None)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -212,7 +233,7 @@ class AddressMap:
         j = bisect.bisect_right(starts, offset) - 1
         if j >= 0 and (entries[j][0] == 0 or offset < starts[j] + entries[j][0]):
             return group, entries[j][1]
-        return group, f"{os.path.basename(path)}+?"
+        return group, f"{os.path.basename(path)} (no symbol: stripped local code)"
 
 
 # -- running --------------------------------------------------------------------------------
@@ -287,6 +308,8 @@ def plan(models: list[str], quick: bool) -> list[tuple[str, int, str, list]]:
         size = QUICK_SIZE[family(model)] if quick else FULL_SIZE
         if model.startswith("XNOR"):
             for variant in XNOR_VARIANTS:
+                if submodel(variant) and (family(model), submodel(variant)) not in SUBMODELS:
+                    continue
                 settings = BINARY_SETTINGS if variant == "paper" else FLOAT_SETTINGS
                 jobs.append((model, size, variant, settings))
         else:
@@ -312,7 +335,7 @@ def analyse(runs: list[dict]) -> dict:
     ratios = []
     for run in runs:
         twin = FLOAT_TWIN.get(run["model"])
-        if twin in best_float and not run["variant"].startswith("stem"):
+        if twin in best_float and not submodel(run["variant"]):
             ratios.append({"model": run["model"], "variant": run["variant"],
                            "setting": setting_name(run["kernel"], run["use_xnnpack"]),
                            "float_twin": twin,
@@ -320,12 +343,12 @@ def analyse(runs: list[dict]) -> dict:
                            "ratio": steady(best_float[twin]) / steady(run)})
     stems = []
     for run in runs:
-        if run["variant"].startswith("stem"):
+        if submodel(run["variant"]):
             whole_variant = "int8" if "int8" in run["variant"] else "paper"
             for whole in runs:
                 if (whole["model"], whole["variant"], whole["kernel"], whole["use_xnnpack"]) == (
                         run["model"], whole_variant, run["kernel"], run["use_xnnpack"]):
-                    stems.append({"model": run["model"], "variant": whole_variant,
+                    stems.append({"model": run["model"], "variant": whole_variant, "part": submodel(run["variant"]),
                                   "setting": setting_name(run["kernel"], run["use_xnnpack"]),
                                   "stem": steady(run), "whole": steady(whole),
                                   "share": steady(run) / steady(whole)})
@@ -344,7 +367,7 @@ def obstacles(runs: list[dict], analysis: dict) -> list[str]:
         if twin not in analysis["best_float"]:
             continue
         float_best = analysis["best_float"][twin]["steady"]
-        whole = [r for r in runs if r["model"] == model and not r["variant"].startswith("stem")]
+        whole = [r for r in runs if r["model"] == model and not submodel(r["variant"])]
         if not whole:
             continue
         budget = float_best / target
@@ -361,8 +384,9 @@ def obstacles(runs: list[dict], analysis: dict) -> list[str]:
             counted = sum(libs.values()) or 1
             lce = libs["lce"] / counted * total
             rest = total - lce
-            stem = next((x for x in analysis["stems"] if x["model"] == model and x["setting"] == setting
-                         and x["variant"] == ("int8" if "int8" in variant else "paper")), None)
+            parts_of = {x["part"]: x for x in analysis["stems"] if x["model"] == model and x["setting"] == setting
+                        and x["variant"] == ("int8" if "int8" in variant else "paper")}
+            stem = parts_of.get("stem")
             parts = [f"- {variant}, {setting}: {m(total)} = {float_best / total:.2f}×"
                      f" ({'meets' if total <= budget else f'{m(total - budget)} over'} the budget)."
                      f" LCE's ops (binary convs, bit-packing, binary max-pool) {m(lce)} "
@@ -370,7 +394,16 @@ def obstacles(runs: list[dict], analysis: dict) -> list[str]:
                      f" ({100 * rest / total:.0f}%)."]
             if stem:
                 parts.append(f" The first conv block alone (stem, same setting) costs {m(stem['stem'])} "
-                             f"({100 * stem['share']:.0f}%); were it free, {float_best / max(total - stem['stem'], 1):.2f}×.")
+                             f"({100 * stem['stem'] / total:.0f}%); were it free, "
+                             f"{float_best / max(total - stem['stem'], 1):.2f}×.")
+            if "head" in parts_of and "last" in parts_of:
+                fc67 = parts_of["head"]["stem"] - parts_of["last"]["stem"]
+                parts.append(f" The binary fc6 + fc7 (batch-1 matrix-vector products on LCE's GEMM kernel) cost "
+                             f"{m(fc67)} ({100 * fc67 / total:.0f}%), the classifier fc8 "
+                             f"{m(parts_of['last']['stem'])} ({100 * parts_of['last']['stem'] / total:.0f}%).")
+            elif "last" in parts_of:
+                parts.append(f" The float classifier (post BN, pool, fc) costs {m(parts_of['last']['stem'])} "
+                             f"({100 * parts_of['last']['stem'] / total:.0f}%).")
             parts.append(f" Only LCE's ops left (every float/int8 op free): {float_best / max(lce, 1):.1f}×.")
             lines.append("".join(parts))
         lines.append("")
@@ -390,7 +423,7 @@ def chart(runs: list[dict], path: Path) -> None:
     fams = [fam for fam in ("AlexNet", "ResNet18") if any(family(r["model"]) == fam for r in runs)]
     fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 6.5), squeeze=False)
     for ax, fam in zip(axes[0], fams):
-        rows = [r for r in runs if family(r["model"]) == fam and not r["variant"].startswith("stem")]
+        rows = [r for r in runs if family(r["model"]) == fam and not submodel(r["variant"])]
         labels = [f"{r['model']} {r['variant']} · {setting_name(r['kernel'], r['use_xnnpack'])}" for r in rows]
         values = [r["steady"][-1] / 1e6 for r in rows]
         colors = ["tab:gray" if not r["model"].startswith("XNOR") else
@@ -431,7 +464,9 @@ def markdown(result: dict) -> str:
              "allocate; XNNPACK applies its delegate here), *first* = first `invoke` (ruy packs weights), "
              "*steady* = each later `invoke` (set input, run, copy output). Variants: *paper* = pad_values 0, "
              "float first/last layers; *pad1* = pad_values 1; *int8* = `int8_float_layers=True` (first/last "
-             "layers int8); *stem* = the sub-model input → pool1 alone (the float first conv block).",
+             "layers int8); sub-models measured alone (same ops, same shapes): *stem* = input → pool1 (the float "
+             "first conv block), *head* = AlexNet's fc6_bn → output (binary fc6, fc7 and fc8), *last* = the "
+             "classifier alone (AlexNet fc8_bn → output, ResNet post_bn → output).",
              "",
              "| model | variant | setting | flatbuffer | load | first invoke | steady / inference | float best ÷ this |",
              "|---|---|---|---|---|---|---|---|"]
@@ -456,14 +491,14 @@ def markdown(result: dict) -> str:
                 verdict = "" if not target else (f"≥ {target}×: met" if best["ratio"] >= target else f"≥ {target}×: not met")
                 lines.append(f"| {model} | {variant} | {best['setting']} | {best['ratio']:.2f}× | {verdict} |")
     if analysis["stems"]:
-        lines += ["", "### The float first conv block (stem = input → pool1, measured alone)", "",
-                  "| model | whole net | setting | stem | whole | stem share |", "|---|---|---|---|---|---|"]
+        lines += ["", "### Parts measured alone (sub-models) against the whole net", "",
+                  "| model | part | whole net | setting | part | whole | share |", "|---|---|---|---|---|---|---|"]
         for s in analysis["stems"]:
-            lines.append(f"| {s['model']} | {s['variant']} | {s['setting']} | {m(s['stem'])} | {m(s['whole'])} | "
+            lines.append(f"| {s['model']} | {s.get('part', 'stem')} | {s['variant']} | {s['setting']} | {m(s['stem'])} | {m(s['whole'])} | "
                          f"{100 * s['share']:.0f}% |")
     lines += ["", "### Shares of a steady inference (default kernel, no XNNPACK)", ""]
     for run in runs:
-        if run["kernel"] != "default" or run["use_xnnpack"] or run["variant"].startswith("stem"):
+        if run["kernel"] != "default" or run["use_xnnpack"] or submodel(run["variant"]):
             continue
         shares = run["shares_steady"]
         total = sum(shares["libraries"].values()) or 1
@@ -495,8 +530,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", help="zoo names (default: all six)")
     parser.add_argument("--variants", nargs="+", help=f"XNOR variants (default: {' '.join(XNOR_VARIANTS)})")
     parser.add_argument("--steady", type=int, default=2, help="steady invocations per run (default 2)")
-    parser.add_argument("--notes", help="a markdown file whose lines go under 'Analysis'")
+    parser.add_argument("--notes", help="a markdown file whose lines are added to the analysis")
+    parser.add_argument("--from-json", help="only redo the report (chart, markdown) from a results json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs of the existing results json that this run does not redo")
     args = parser.parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        result["analysis"] = analyse(result["runs"])
+        if args.notes:
+            result["notes"] = Path(args.notes).read_text().splitlines()
+        report(result, quick=args.quick)
+        return 0
     if args.variants:
         XNOR_VARIANTS[:] = args.variants
     from xnor_lite.emulate import Arm64Target
@@ -524,6 +569,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"run {len(runs)}/{n_runs}: {model} {size}² {variant} {setting_name(kernel, use_xnnpack)}: "
                 f"load {m(run['load'])}, first {m(run['first_invoke'])}, steady {m(run['steady'][-1])} "
                 f"({same}; {run['wall_s']:.0f} s)")
+    previous = RESULTS / f"arm64{'-quick' if args.quick else ''}.json"
+    if args.merge and previous.exists():
+        def key(r):
+            return (r["model"], r["size"], r["variant"], r["kernel"], r["use_xnnpack"])
+        redone = {key(r) for r in runs}
+        runs = [r for r in json.loads(previous.read_text())["runs"] if key(r) not in redone] + runs
+        runs.sort(key=lambda r: (family(r["model"]) != "AlexNet", ["XNOR", "BWN", ""].index(
+            next(p for p in ("XNOR", "BWN", "") if r["model"].startswith(p))), r["model"]))
     qemu = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     result = {
         "command": "python bench/arm64.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -536,18 +589,23 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs, "analysis": analyse(runs),
         "notes": Path(args.notes).read_text().splitlines() if args.notes else [],
     }
-    suffix = "-quick" if args.quick else ""
+    report(result, quick=args.quick)
+    log(f"done in {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+def report(result: dict, *, quick: bool) -> None:
+    """Writes the json, the chart and the markdown (BENCHMARKS.md's section unless quick)."""
+    suffix = "-quick" if quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"arm64{suffix}.json").write_text(json.dumps(result, indent=1))
-    chart(runs, RESULTS / f"arm64{suffix}.png")
+    chart(result["runs"], RESULTS / f"arm64{suffix}.png")
     text = markdown(result)
-    if args.quick:
+    if quick:
         (RESULTS / "arm64-quick.md").write_text(text)
     else:
         write_section(text, ROOT / "BENCHMARKS.md")
     print(text)
-    log(f"done in {(time.time() - started) / 60:.1f} min")
-    return 0
 
 
 if __name__ == "__main__":
