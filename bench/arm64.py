@@ -414,11 +414,14 @@ def m(n: float) -> str:
     return f"{n / 1e6:,.1f} M" if n >= 1e6 else f"{n / 1e3:,.0f} k"
 
 
-def chart(runs: list[dict], path: Path) -> None:
+def chart(runs: list[dict], analysis: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ratio_of = {(r["model"], r["variant"], r["setting"]): r["ratio"] for r in analysis["ratios"]}
 
     fams = [fam for fam in ("AlexNet", "ResNet18") if any(family(r["model"]) == fam for r in runs)]
     fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 6.5), squeeze=False)
@@ -434,8 +437,13 @@ def chart(runs: list[dict], path: Path) -> None:
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlabel("guest instructions per steady inference (millions, log)")
-        for i, v in enumerate(values):
-            ax.text(v, i, f" {v:,.0f}", va="center", fontsize=7)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for i, (v, r) in enumerate(zip(values, rows)):
+            ratio = ratio_of.get((r["model"], r["variant"], setting_name(r["kernel"], r["use_xnnpack"])))
+            ax.text(v, i, f" {v:,.1f}" + (f"  (float best ÷ this = {ratio:.1f}×)" if ratio else ""),
+                    va="center", fontsize=7)
+        ax.set_xlim(right=max(values) * 8)
         size = rows[0]["size"] if rows else ""
         ax.set_title(f"{fam} family, {size}², 1 thread, emulated aarch64")
     fig.suptitle("LCE 0.16 on ai-edge-litert 1.2.0 under qemu-aarch64: instructions, not cycles", fontsize=10)
@@ -599,7 +607,7 @@ def report(result: dict, *, quick: bool) -> None:
     suffix = "-quick" if quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"arm64{suffix}.json").write_text(json.dumps(result, indent=1))
-    chart(result["runs"], RESULTS / f"arm64{suffix}.png")
+    chart(result["runs"], result["analysis"], RESULTS / f"arm64{suffix}.png")
     text = markdown(result)
     if quick:
         (RESULTS / "arm64-quick.md").write_text(text)
