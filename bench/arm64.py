@@ -266,7 +266,7 @@ def attribute(counts: dict[int, int], address_map: AddressMap, top: int = 12) ->
 
 
 def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, use_xnnpack: bool,
-            steady: int) -> dict:
+            steady: int, cpu: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="arm64-bench-") as tmp:
         tmp = Path(tmp)
         request = {"flatbuffer": str(flatbuffer), "library": str(library), "kernel": kernel,
@@ -276,6 +276,8 @@ def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, 
         records = tmp / "records.txt"
         cmd = target.python_command(str(GUEST), str(tmp / "request.json"),
                                     plugin=f"{plugin},out={records}")
+        if cpu:  # the guest's CPU model: its AT_HWCAP decides ruy's and XNNPACK's kernels
+            cmd = [cmd[0], "-cpu", cpu, *cmd[1:]]
         env = {**target.python_env(), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
         started = time.time()
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -515,8 +517,34 @@ def markdown(result: dict) -> str:
         lines.append(f"- **{run['model']} {run['variant']}**: {libs}. Top functions: {funcs}.")
     lines += ["", "### What stands between the measured ratios and the targets", "",
               *obstacles(runs, analysis), *result.get("notes", [])]
+    for path in sorted(RESULTS.glob("arm64-cpu-*.json")):
+        lines += cpu_subsection(json.loads(path.read_text()))
     lines += ["", "![ARM guest instructions](bench/results/arm64.png)", ""]
     return "\n".join(lines)
+
+
+def cpu_subsection(other: dict) -> list[str]:
+    """The runs made on another qemu CPU model, with their float/binary ratios."""
+    runs, analysis = other["runs"], analyse(other["runs"])
+    ratio_of = {(r["model"], r["variant"], r["setting"]): r["ratio"] for r in analysis["ratios"]}
+    lines = ["", f"### On `-cpu {other['cpu']}`", "",
+             f"Command: `{other['command']}` ({other['date']}). The same flatbuffers and library; the CPU "
+             f"model's feature bits (AT_HWCAP) choose ruy's and XNNPACK's kernels (qemu's default `max` "
+             f"has the dot-product instructions, a Cortex-A72 has not).", "",
+             "| model | variant | setting | first invoke | steady / inference | float best ÷ this |",
+             "|---|---|---|---|---|---|"]
+    for run in runs:
+        setting = setting_name(run["kernel"], run["use_xnnpack"])
+        ratio = ratio_of.get((run["model"], run["variant"], setting))
+        lines.append(f"| {run['model']} | {run['variant']} | {setting} | {m(run['first_invoke'])} | "
+                     f"{m(run['steady'][-1])} | {f'{ratio:.2f}×' if ratio else ''} |")
+    lines += ["", "Float twin at its best setting: " + ", ".join(
+        f"{k} {m(v['steady'])} ({v['setting']})" for k, v in analysis["best_float"].items()) + "."]
+    for s in analysis["stems"]:
+        if s.get("part", "stem") == "stem":
+            lines.append(f"- {s['model']} {s['variant']}, {s['setting']}: the first conv block costs "
+                         f"{m(s['stem'])} of {m(s['whole'])} ({100 * s['share']:.0f}%).")
+    return lines
 
 
 def write_section(text: str, path: Path) -> None:
@@ -540,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady", type=int, default=2, help="steady invocations per run (default 2)")
     parser.add_argument("--notes", help="a markdown file whose lines are added to the analysis")
     parser.add_argument("--from-json", help="only redo the report (chart, markdown) from a results json")
+    parser.add_argument("--cpu", help="qemu CPU model (default: qemu's `max`, which has dotprod), e.g. "
+                        "cortex-a72 (Raspberry Pi 4: no dotprod); results go to arm64-cpu-NAME.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the runs of the existing results json that this run does not redo")
     args = parser.parse_args(argv)
@@ -569,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     for model, size, variant, settings in jobs:
         flatbuffer = flatbuffer_path(model, size, variant)
         for kernel, use_xnnpack in settings:
-            run = run_one(target, plugin, library, flatbuffer, kernel, use_xnnpack, args.steady)
+            run = run_one(target, plugin, library, flatbuffer, kernel, use_xnnpack, args.steady, args.cpu)
             run.update(model=model, size=size, variant=variant,
                        flatbuffer_mb=flatbuffer.stat().st_size / 1e6)
             runs.append(run)
@@ -577,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"run {len(runs)}/{n_runs}: {model} {size}² {variant} {setting_name(kernel, use_xnnpack)}: "
                 f"load {m(run['load'])}, first {m(run['first_invoke'])}, steady {m(run['steady'][-1])} "
                 f"({same}; {run['wall_s']:.0f} s)")
-    previous = RESULTS / f"arm64{'-quick' if args.quick else ''}.json"
+    previous = RESULTS / f"arm64{'-quick' if args.quick else ''}{f'-cpu-{args.cpu}' if args.cpu else ''}.json"
     if args.merge and previous.exists():
         def key(r):
             return (r["model"], r["size"], r["variant"], r["kernel"], r["use_xnnpack"])
@@ -591,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "elapsed_min": (time.time() - started) / 60,
         "host": f"{os.cpu_count()} host CPUs (shared)",
-        "qemu": qemu, "library": library.name,
+        "qemu": qemu, "library": library.name, "cpu": args.cpu,
         "build_info": runs[0]["guest"]["build_info"] if runs else {},
         "sizes": {fam: (QUICK_SIZE[fam] if args.quick else FULL_SIZE) for fam in ("AlexNet", "ResNet18")},
         "runs": runs, "analysis": analyse(runs),
@@ -603,9 +633,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(result: dict, *, quick: bool) -> None:
-    """Writes the json, the chart and the markdown (BENCHMARKS.md's section unless quick)."""
+    """Writes the json, the chart and the markdown (BENCHMARKS.md's section unless quick).
+
+    A run on another CPU model (--cpu) writes its own json, then redoes the main report, whose
+    section lists it."""
     suffix = "-quick" if quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if result.get("cpu"):
+        (RESULTS / f"arm64{suffix}-cpu-{result['cpu']}.json").write_text(json.dumps(result, indent=1))
+        main_json = RESULTS / f"arm64{suffix}.json"
+        if not main_json.exists():
+            return
+        result = json.loads(main_json.read_text())
+        result["analysis"] = analyse(result["runs"])
     (RESULTS / f"arm64{suffix}.json").write_text(json.dumps(result, indent=1))
     chart(result["runs"], result["analysis"], RESULTS / f"arm64{suffix}.png")
     text = markdown(result)
