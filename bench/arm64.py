@@ -464,10 +464,15 @@ def markdown(result: dict) -> str:
              "`bench/qemu_plugin/insn_count.c` (inline per-translation-block counts, phase markers by a "
              "failing getpriority syscall).",
              "",
-             "**Instructions are not cycles.** These are aarch64 instructions the guest executes, counted "
-             "exactly (repeat runs give the same steady counts); they ignore memory stalls, cache misses, "
-             "SIMD width and issue rates, so the float/binary ratio is a proxy for the speed-up on a "
-             "Cortex-A, not a measurement of it.",
+             "**Instructions are not cycles.** These are aarch64 instructions the guest executes; they "
+             "ignore memory stalls, cache misses, SIMD width and issue rates, so the float/binary ratio is "
+             "a proxy for the speed-up on a Cortex-A, not a measurement of it. The count is exact for what "
+             "runs (every translation block adds its length when it starts); what runs is deterministic up "
+             "to the guest's Python/malloc state: the two steady invocations of one process differ by "
+             "~1.4 k instructions, repeated processes by ~100 (≤ 0.001%). Each phase includes one marker "
+             f"call ({m(runs[0]['marker_overhead']) if runs else '?'}). Guest CPU: qemu's default `max` "
+             "model (it has the dot-product instructions ruy's int8 kernel uses) unless a section says "
+             "otherwise.",
              "",
              f"Inputs {', '.join(f'{k} {v}²' for k, v in result['sizes'].items())}, 1000 classes, BatchNorm "
              "statistics calibrated on random inputs, 1 thread. *load* = `Interpreter(...)` (read, build, "
