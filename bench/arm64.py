@@ -96,6 +96,27 @@ def build_plugin() -> Path:
     return target
 
 
+def check_plugin(plugin: Path) -> str:
+    """Runs selfcheck.c (a loop of exactly 3 instructions per iteration between two markers) for two
+    iteration counts; the counts must differ by exactly 3 x the difference. Returns a one-line summary."""
+    source = PLUGIN_SOURCE.with_name("selfcheck.c")
+    binary = CACHE / f"selfcheck-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}"
+    if not binary.exists():
+        subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O1", "-o", str(binary), str(source)], check=True)
+    counts = {}
+    with tempfile.TemporaryDirectory(prefix="arm64-selfcheck-") as tmp:
+        for n in (1000, 4000):
+            out = Path(tmp) / f"{n}.txt"
+            subprocess.run(["qemu-aarch64", "-plugin", f"{plugin},out={out}", "-d", "plugin", str(binary), str(n)],
+                           check=True, capture_output=True)
+            marks, _ = parse_records(out.read_text())
+            counts[n] = marks[2] - marks[1]
+    if counts[4000] - counts[1000] != 3 * 3000:
+        raise RuntimeError(f"insn_count miscounts a known loop: {counts}")
+    return (f"a loop of 3 instructions per iteration: 1,000 and 4,000 iterations counted {counts[1000]:,} and "
+            f"{counts[4000]:,} instructions between markers, exactly 9,000 apart")
+
+
 # -- flatbuffers ----------------------------------------------------------------------------
 
 def _sources_digest() -> str:
@@ -467,7 +488,8 @@ def markdown(result: dict) -> str:
              "**Instructions are not cycles.** These are aarch64 instructions the guest executes; they "
              "ignore memory stalls, cache misses, SIMD width and issue rates, so the float/binary ratio is "
              "a proxy for the speed-up on a Cortex-A, not a measurement of it. The count is exact for what "
-             "runs (every translation block adds its length when it starts); what runs is deterministic up "
+             "runs (every translation block adds its length when it starts; self-check: "
+             f"{result.get('plugin_check', 'not run')}); what runs is deterministic up "
              "to the guest's Python/malloc state: the two steady invocations of one process differ by "
              "~1.4 k instructions, repeated processes by ~100 (≤ 0.001%). Each phase includes one marker "
              f"call ({m(runs[0]['marker_overhead']) if runs else '?'}). Guest CPU: qemu's default `max` "
@@ -581,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
         result["analysis"] = analyse(result["runs"])
+        result.setdefault("plugin_check", check_plugin(build_plugin()))
         if args.notes:
             result["notes"] = Path(args.notes).read_text().splitlines()
         report(result, quick=args.quick)
@@ -592,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     models = args.models or ["XNORAlexNet", "BWNAlexNet", "AlexNet", "XNORResNet18", "BWNResNet18", "ResNet18"]
     plugin = build_plugin()
+    plugin_check = check_plugin(plugin)
+    log(f"plugin check: {plugin_check}")
     target = Arm64Target(log=log).setup()
     library = build.build_library("aarch64", out_dir=target.cache_dir, keep_symbols=True, log=log)
     jobs = plan(models, args.quick)
@@ -626,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "elapsed_min": (time.time() - started) / 60,
         "host": f"{os.cpu_count()} host CPUs (shared)",
-        "qemu": qemu, "library": library.name, "cpu": args.cpu,
+        "qemu": qemu, "library": library.name, "cpu": args.cpu, "plugin_check": plugin_check,
         "build_info": runs[0]["guest"]["build_info"] if runs else {},
         "sizes": {fam: (QUICK_SIZE[fam] if args.quick else FULL_SIZE) for fam in ("AlexNet", "ResNet18")},
         "runs": runs, "analysis": analyse(runs),
