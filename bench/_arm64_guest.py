@@ -41,6 +41,10 @@ def main(request_path: str) -> int:
     spec = importlib.util.find_spec("ai_edge_litert")
     wheel_so = os.path.join(spec.submodule_search_locations[0], "_pywrap_tensorflow_interpreter_wrapper.so")
     ctypes.CDLL(wheel_so)
+    # Imported here so that "load" is the model's load, not the first import of LiteRT's Python
+    # modules (which xnor_lite's Interpreter imports lazily).
+    from ai_edge_litert import interpreter as _litert  # noqa: F401
+    from ai_edge_litert import schema_py_generated as _schema  # noqa: F401
     from xnor_lite.interpreter import Interpreter
     from xnor_lite.library import load_library
 

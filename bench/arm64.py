@@ -446,7 +446,10 @@ def chart(runs: list[dict], analysis: dict, path: Path) -> None:
 
     ratio_of = {(r["model"], r["variant"], r["setting"]): r["ratio"] for r in analysis["ratios"]}
 
-    fams = [fam for fam in ("AlexNet", "ResNet18") if any(family(r["model"]) == fam for r in runs)]
+    fams = [fam for fam in ("AlexNet", "ResNet18")
+            if any(family(r["model"]) == fam and not submodel(r["variant"]) for r in runs)]
+    if not fams:
+        return
     fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 6.5), squeeze=False)
     for ax, fam in zip(axes[0], fams):
         rows = [r for r in runs if family(r["model"]) == fam and not submodel(r["variant"])]
