@@ -433,6 +433,10 @@ def obstacles(runs: list[dict], analysis: dict) -> list[str]:
     return lines
 
 
+def size_text(mb: float) -> str:
+    return f"{mb:.1f} MB" if mb >= 1 else f"{mb * 1000:.0f} kB"
+
+
 def m(n: float) -> str:
     return f"{n / 1e6:,.1f} M" if n >= 1e6 else f"{n / 1e3:,.0f} k"
 
@@ -501,7 +505,9 @@ def markdown(result: dict) -> str:
              "",
              f"Inputs {', '.join(f'{k} {v}²' for k, v in result['sizes'].items())}, 1000 classes, BatchNorm "
              "statistics calibrated on random inputs, 1 thread. *load* = `Interpreter(...)` (read, build, "
-             "allocate; XNNPACK applies its delegate here), *first* = first `invoke` (ruy packs weights), "
+             "allocate, xnor_lite's op check; XNNPACK packs its weights here; LiteRT's Python modules are "
+             "imported before), *first* = first `invoke` (ruy packs weights, LCE caches its padding "
+             "correction), "
              "*steady* = each later `invoke` (set input, run, copy output). Variants: *paper* = pad_values 0, "
              "float first/last layers; *pad1* = pad_values 1; *int8* = `int8_float_layers=True` (first/last "
              "layers int8); sub-models measured alone (same ops, same shapes): *stem* = input → pool1 (the float "
@@ -515,7 +521,7 @@ def markdown(result: dict) -> str:
         setting = setting_name(run["kernel"], run["use_xnnpack"])
         ratio = ratio_of.get((run["model"], run["variant"], setting))
         lines.append(
-            f"| {run['model']} | {run['variant']} | {setting} | {run['flatbuffer_mb']:.1f} MB | {m(run['load'])} | "
+            f"| {run['model']} | {run['variant']} | {setting} | {size_text(run['flatbuffer_mb'])} | {m(run['load'])} | "
             f"{m(run['first_invoke'])} | {m(run['steady'][-1])} | {f'{ratio:.2f}×' if ratio else ''} |")
     lines += ["", "Float twin at its best setting: " + ", ".join(
         f"{k} {m(v['steady'])} ({v['setting']})" for k, v in analysis["best_float"].items()) + "."]
