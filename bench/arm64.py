@@ -484,9 +484,10 @@ def chart(runs: list[dict], analysis: dict, path: Path) -> None:
 
 def markdown(result: dict) -> str:
     runs, analysis = result["runs"], result["analysis"]
+    commands = result.get("commands") or [result["command"]]
     lines = [SECTION, "",
-             f"Command: `{result['command']}` ({result['date']}, {result['elapsed_min']:.0f} min on "
-             f"{result['host']}).",
+             f"Command{'s (in order, each later one with --merge)' if len(commands) > 1 else ''}: "
+             + "; ".join(f"`{c}`" for c in commands) + f" (last {result['date']}, on {result['host']}).",
              f"Library: `{result['library']}` ({' '.join(f'{k}={v}' for k, v in result['build_info'].items())}); "
              f"runtime ai-edge-litert {build.LITERT_VERSION}; {result['qemu']}; our TCG plugin "
              "`bench/qemu_plugin/insn_count.c` (inline per-translation-block counts, phase markers by a "
@@ -646,17 +647,21 @@ def main(argv: list[str] | None = None) -> int:
             log(f"run {len(runs)}/{n_runs}: {model} {size}² {variant} {setting_name(kernel, use_xnnpack)}: "
                 f"load {m(run['load'])}, first {m(run['first_invoke'])}, steady {m(run['steady'][-1])} "
                 f"({same}; {run['wall_s']:.0f} s)")
+    merged_commands: list[str] = []
     previous = RESULTS / f"arm64{'-quick' if args.quick else ''}{f'-cpu-{args.cpu}' if args.cpu else ''}.json"
     if args.merge and previous.exists():
         def key(r):
             return (r["model"], r["size"], r["variant"], r["kernel"], r["use_xnnpack"])
         redone = {key(r) for r in runs}
-        runs = [r for r in json.loads(previous.read_text())["runs"] if key(r) not in redone] + runs
+        old = json.loads(previous.read_text())
+        runs = [r for r in old["runs"] if key(r) not in redone] + runs
+        merged_commands = old.get("commands") or [old["command"]]
         runs.sort(key=lambda r: (family(r["model"]) != "AlexNet", ["XNOR", "BWN", ""].index(
             next(p for p in ("XNOR", "BWN", "") if r["model"].startswith(p))), r["model"]))
     qemu = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     result = {
         "command": "python bench/arm64.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commands": merged_commands + ["python bench/arm64.py " + " ".join(argv if argv is not None else sys.argv[1:])],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "elapsed_min": (time.time() - started) / 60,
         "host": f"{os.cpu_count()} host CPUs (shared)",
