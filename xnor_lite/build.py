@@ -187,7 +187,8 @@ def _own_sources_digest(arch: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def library_path(arch: str | None = None, out_dir: str | os.PathLike | None = None) -> Path:
+def library_path(arch: str | None = None, out_dir: str | os.PathLike | None = None, *,
+                 keep_symbols: bool = False) -> Path:
     """Where `build_library` puts (and looks for) the library for `arch`.
 
     The file name carries the LCE and LiteRT versions and a digest of this package's native
@@ -195,7 +196,9 @@ def library_path(arch: str | None = None, out_dir: str | os.PathLike | None = No
     another CPU is never taken for this one.
     """
     arch = normalize_arch(arch)
-    name = f"libxnor_lite-lce{LCE_VERSION}-litert{LITERT_VERSION}-{arch}-{_own_sources_digest(arch)}.so"
+    suffix = "-symbols" if keep_symbols else ""
+    name = (f"libxnor_lite-lce{LCE_VERSION}-litert{LITERT_VERSION}-{arch}-"
+            f"{_own_sources_digest(arch)}{suffix}.so")
     return Path(out_dir or default_cache_dir()) / name
 
 
@@ -256,6 +259,7 @@ def build_library(
     out_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
     force: bool = False,
+    keep_symbols: bool = False,
     log=print,
 ) -> Path:
     """Builds (or finds, already built) the LCE op library for `arch`; returns its path.
@@ -267,6 +271,7 @@ def build_library(
         in a subfolder there, so a rebuild after a change of our own sources takes seconds.
       jobs: parallel compiles (default: the number of CPUs).
       force: rebuild even if the library exists.
+      keep_symbols: keep the symbol table (for profilers; same code, a separate file name).
       log: called with one line per step.
 
     Raises:
@@ -274,7 +279,7 @@ def build_library(
         upstream repository to get), or a failed compile.
     """
     arch = normalize_arch(arch)
-    target = library_path(arch, out_dir)
+    target = library_path(arch, out_dir, keep_symbols=keep_symbols)
     if target.exists() and not force:
         log(f"[xnor_lite.build] up to date: {target}")
         return target
@@ -327,7 +332,7 @@ def build_library(
     try:
         cmd = [cxx, "-shared", "-o", str(tmp_path), *map(str, objects),
                f"-Wl,--version-script={version_script}", "-Wl,--no-undefined",
-               "-Wl,--gc-sections", "-s", "-lpthread"]
+               "-Wl,--gc-sections", *([] if keep_symbols else ["-s"]), "-lpthread"]
         log(f"[xnor_lite.build] linking {target.name}")
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
