@@ -59,6 +59,9 @@ FLOAT_SETTINGS = [("default", False), ("default", True)]
 # fc6_bn -> output (AlexNet's binary fc6, fc7 and float fc8); *last* = the float classifier
 # (AlexNet fc8_bn -> output, ResNet post_bn -> output).
 XNOR_VARIANTS = ["paper", "pad1", "int8", "pad1+int8", "stem", "stem+int8"]
+# BWN: "paper" is the converter's default (exact int8 weights, float convolutions);
+# "bwn_int8_full" adds calibrated int8 activations (bwn_weights="int8_full").
+BWN_VARIANTS = ["paper", "bwn_int8_full"]
 SUBMODELS = {("AlexNet", "stem"): (None, "pool1"), ("ResNet18", "stem"): (None, "pool1"),
              ("AlexNet", "head"): ("fc6_bn", None), ("AlexNet", "last"): ("fc8_bn", None),
              ("ResNet18", "last"): ("post_bn", None)}
@@ -165,8 +168,11 @@ def convert_flatbuffer(model: str, size: int, variant: str) -> Path:
             for layer in keras_model.layers[names.index(start):]:
                 y = layer(y)
             keras_model = tf.keras.Model(inputs, y)
-    int8 = "int8" in variant
-    flatbuffer = convert(keras_model, int8_float_layers=int8, calibration_data=x if int8 else None)
+    bwn_full = variant == "bwn_int8_full"
+    int8 = "int8" in variant and not bwn_full
+    options = {"bwn_weights": "int8_full"} if bwn_full else {}
+    flatbuffer = convert(keras_model, int8_float_layers=int8, calibration_data=x if int8 or bwn_full else None,
+                         **options)
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(flatbuffer)
@@ -335,6 +341,8 @@ def plan(models: list[str], quick: bool) -> list[tuple[str, int, str, list]]:
                     continue
                 settings = BINARY_SETTINGS if variant == "paper" else FLOAT_SETTINGS
                 jobs.append((model, size, variant, settings))
+        elif model.startswith("BWN"):
+            jobs += [(model, size, variant, FLOAT_SETTINGS) for variant in BWN_VARIANTS]
         else:
             jobs.append((model, size, "paper", FLOAT_SETTINGS))
     return jobs
@@ -530,7 +538,7 @@ def markdown(result: dict) -> str:
     lines += ["", "### ARM speed figure: float ÷ binary instructions (targets: XNORAlexNet ≥ 9×, XNORResNet18 ≥ 8.5×)", "",
               "| binary model | variant | best setting | ratio | target |", "|---|---|---|---|---|"]
     for model in ("XNORAlexNet", "XNORResNet18", "BWNAlexNet", "BWNResNet18"):
-        for variant in ("paper", "pad1", "int8", "pad1+int8"):
+        for variant in ("paper", "pad1", "int8", "pad1+int8", "bwn_int8_full"):
             cands = [r for r in analysis["ratios"] if r["model"] == model and r["variant"] == variant]
             if cands:
                 best = max(cands, key=lambda r: r["ratio"])
