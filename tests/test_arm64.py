@@ -18,6 +18,7 @@ import pytest
 
 import xnor_lite
 from xnor_keras import convert, zoo
+from xnor_lite.emulate import Arm64Target
 from xnor_keras.convert.runtime import arm64_target
 from xnor_keras.testing_utils import calibrate_batchnorm, every_lce_op_model
 
@@ -84,3 +85,18 @@ def test_two_threads_agree_with_one_on_arm64(target, every_op):
     one = target.predict(flatbuffer, x, num_threads=1)
     two = target.predict(flatbuffer, x, num_threads=2)
     np.testing.assert_allclose(one, two, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cpu", [None, "cortex-a72"])
+def test_int8_first_and_last_layers_match_the_int8_reference_on_each_cpu(target, every_op, cpu):
+    """ruy and LiteRT pick int8 kernels by the CPU's features: QEMU's default CPU has the
+    dot-product instructions, a Raspberry Pi 4's Cortex-A72 does not."""
+    model, _, x = every_op
+    calibration = x
+    flatbuffer = convert.convert(model, int8_float_layers=True, calibration_data=calibration)
+    reference = convert.int8_reference(model, calibration).predict(x, verbose=0)
+    arm = Arm64Target(target.cache_dir, cpu=cpu).setup().predict(flatbuffer, x)
+    host = lce.testing.Interpreter(flatbuffer, num_threads=1).predict(x)
+    assert (arm.argmax(-1) == reference.argmax(-1)).mean() == 1.0
+    np.testing.assert_allclose(arm, reference, rtol=0, atol=0.1)
+    np.testing.assert_allclose(arm, host, rtol=0, atol=1e-5)  # int8 kernels are exact across machines

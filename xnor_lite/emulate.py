@@ -106,15 +106,19 @@ class Arm64Target:
     Args:
       cache_dir: where the root, wheels and library live (default: `xnor_lite.build`'s cache).
       source_dir: the pinned upstream sources for the library (default: `build`'s default).
+      cpu: QEMU's CPU model (`qemu-aarch64 -cpu help`), e.g. "cortex-a72" for a Raspberry Pi 4,
+        which lacks the dot-product instructions; default QEMU's "max", which has them. The CPU's
+        features decide which ruy and XNNPACK kernels run.
       log: called with one line per setup step.
     """
 
     def __init__(self, cache_dir: str | os.PathLike | None = None, *,
-                 source_dir: str | os.PathLike | None = None, log=print):
+                 source_dir: str | os.PathLike | None = None, cpu: str | None = None, log=print):
         self.cache_dir = Path(cache_dir or build.default_cache_dir())
         self.root = self.cache_dir / f"arm64-{DEBIAN_RELEASE}-litert{build.LITERT_VERSION}"
         self.site = self.root / "opt" / "xnor_lite" / "site"
         self.source_dir = source_dir
+        self.cpu = cpu
         self.log = log
         self.library: Path | None = None
         self.last_report: dict | None = None  # what the last `predict` reported from the target
@@ -217,6 +221,8 @@ class Arm64Target:
     def python_command(self, *args: str, plugin: str | None = None) -> list[str]:
         """The host command line that runs the target's python3 with `args`."""
         cmd = ["qemu-aarch64", "-L", str(self.root)]
+        if self.cpu:
+            cmd += ["-cpu", self.cpu]
         if plugin:
             cmd += ["-plugin", plugin, "-d", "plugin"]
         return cmd + [str(self.root / "usr" / "bin" / "python3"), *args]
@@ -276,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--kernel", default="default", choices=["default", "indirect_bgemm", "reference"])
     run.add_argument("--num-threads", type=int, default=1)
     run.add_argument("--use-xnnpack", action="store_true")
+    run.add_argument("--cpu", help="QEMU CPU model, e.g. cortex-a72 (Raspberry Pi 4); default QEMU's max")
     for p in (setup, run):
         p.add_argument("--cache-dir", help=f"default: {build.default_cache_dir()}")
     args = parser.parse_args(argv)
     try:
-        target = Arm64Target(args.cache_dir).setup()
+        target = Arm64Target(args.cache_dir, cpu=getattr(args, "cpu", None)).setup()
         if args.command == "setup":
             print(f"arm64 target ready: root {target.root}, library {target.library}")
             return 0
