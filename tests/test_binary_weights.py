@@ -26,7 +26,7 @@ from xnor_keras import binary_weights as xbw
 from xnor_keras import layers as xl
 from xnor_keras import zoo
 from xnor_keras.cli import weights_main
-from xnor_keras.testing_utils import calibrate_batchnorm
+from xnor_keras.testing_utils import calibrate_batchnorm, run_cli
 from xnor_keras.zoo import _weights
 
 L = tf.keras.layers
@@ -321,12 +321,7 @@ def test_summary_of_file_and_model_agree_with_numpy(small):
 
 
 def _cli(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = weights_main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(weights_main, argv, capsys)
 
 
 def test_cli_exports_a_saved_model_and_summarizes_the_file(small, tmp_path, capsys):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from xnor_keras import convert, zoo
 from xnor_keras import layers as xl
 from xnor_keras.cli import to_tflite_main
-from xnor_keras.testing_utils import calibrate_batchnorm
+from xnor_keras.testing_utils import calibrate_batchnorm, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 
@@ -83,12 +83,7 @@ def saved(tmp_path_factory):
 
 def run(argv, capsys) -> tuple[int, str, str]:
     """Run the CLI in-process: (exit code, stdout, stderr); argparse exits count as codes."""
-    try:
-        code = to_tflite_main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(to_tflite_main, argv, capsys)
 
 
 def _error_lines(stderr: str) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "numpy_conv2d",
     "numpy_input_scale",
     "numpy_sign",
+    "run_cli",
     "run_python",
     "tflite_op_names",
 ]
@@ -234,3 +235,14 @@ def every_lce_op_model():
     h = tf.keras.layers.GlobalAveragePooling2D()(h)
     outputs = tf.keras.layers.Dense(10, activation="softmax")(h)
     return tf.keras.Model(inputs, outputs)
+
+
+def run_cli(main, argv, capsys) -> tuple[int, str, str]:
+    """Run a CLI entry point `main(argv)` in-process under pytest's `capsys`:
+    (exit code, stdout, stderr), an argparse exit counting as its code."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
