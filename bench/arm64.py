@@ -293,7 +293,7 @@ def attribute(counts: dict[int, int], address_map: AddressMap, top: int = 12) ->
 
 
 def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, use_xnnpack: bool,
-            steady: int, cpu: str | None = None) -> dict:
+            steady: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="arm64-bench-") as tmp:
         tmp = Path(tmp)
         request = {"flatbuffer": str(flatbuffer), "library": str(library), "kernel": kernel,
@@ -303,8 +303,6 @@ def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, 
         records = tmp / "records.txt"
         cmd = target.python_command(str(GUEST), str(tmp / "request.json"),
                                     plugin=f"{plugin},out={records}")
-        if cpu:  # the guest's CPU model: its AT_HWCAP decides ruy's and XNNPACK's kernels
-            cmd = [cmd[0], "-cpu", cpu, *cmd[1:]]
         env = {**target.python_env(), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
         started = time.time()
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -635,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     plugin = build_plugin()
     plugin_check = check_plugin(plugin)
     log(f"plugin check: {plugin_check}")
-    target = Arm64Target(log=log).setup()
+    # The guest's CPU model (its AT_HWCAP) decides ruy's and XNNPACK's kernels.
+    target = Arm64Target(cpu=args.cpu, log=log).setup()
     library = build.build_library("aarch64", out_dir=target.cache_dir, keep_symbols=True, log=log)
     jobs = plan(models, args.quick)
     # Convert everything first (TensorFlow on the host), then emulate.
@@ -647,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     for model, size, variant, settings in jobs:
         flatbuffer = flatbuffer_path(model, size, variant)
         for kernel, use_xnnpack in settings:
-            run = run_one(target, plugin, library, flatbuffer, kernel, use_xnnpack, args.steady, args.cpu)
+            run = run_one(target, plugin, library, flatbuffer, kernel, use_xnnpack, args.steady)
             run.update(model=model, size=size, variant=variant,
                        flatbuffer_mb=flatbuffer.stat().st_size / 1e6)
             runs.append(run)

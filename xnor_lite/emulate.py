@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +207,6 @@ class Arm64Target:
             if self.site.exists():
                 shutil.rmtree(self.site)
             self.site.mkdir(parents=True)
-            import zipfile
-
             for wheel in sorted(wheel_dir.glob("*.whl")):
                 with zipfile.ZipFile(wheel) as archive:
                     archive.extractall(self.site)
