@@ -429,6 +429,41 @@ def test_unknown_weights_name_lists_the_known_ones(registry):
         zoo.BWNResNet18(weights="test_only")
 
 
+def test_named_weights_for_raw_images_resize_and_normalize_inside_the_model(monkeypatch, tmp_path):
+    """An entry with raw_input_shape: raw 0-255 images in, the training pipeline's preprocessing as layers."""
+    from xnor_keras import data
+
+    monkeypatch.setattr(_weights, "_WEIGHTS", {})
+    monkeypatch.setenv("XNOR_KERAS_CACHE", str(tmp_path / "cache"))
+    tf.keras.utils.set_random_seed(0)
+    trained = _calibrated(zoo.XNORResNet18(input_shape=(32, 32, 1), classes=10, pad_values=1.0))
+    source = xbw.save_binary_weights(trained, tmp_path / "r18.xbw")
+    (mean,), (std,) = data.NORMALIZATION["fashion_mnist"]
+    zoo.register_weights(zoo.PretrainedWeights(
+        model="XNORResNet18", name="raw_test", url=source.as_uri(),
+        sha256=hashlib.sha256(source.read_bytes()).hexdigest(), classes=10, input_shape=(32, 32, 1),
+        dataset="random (test only)", accuracy=0.0, options={"pad_values": 1.0},
+        raw_input_shape=(28, 28, 1), mean=(mean,), std=(std,)))
+
+    model = zoo.XNORResNet18(weights="raw_test")
+    assert model.input_shape == (None, 28, 28, 1)
+    raw = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1)).astype("float32")
+    # Oracle: the data pipeline's own resize and normalisation.
+    expected = data.normalize(tf.image.resize(raw, (32, 32), method="bilinear"), "fashion_mnist").numpy()
+    normalized = tf.keras.Model(model.input, model.get_layer("normalize").output)(raw).numpy()
+    np.testing.assert_allclose(normalized, expected, rtol=1e-5, atol=1e-5)
+    # Behind the preprocessing, the network is the trained one: identical on the same inputs.
+    np.testing.assert_array_equal(model(raw, training=False).numpy(), trained(normalized, training=False).numpy())
+    # The trained shape builds the bare network; the training options are applied and enforced.
+    bare = zoo.XNORResNet18(weights="raw_test", input_shape=(32, 32, 1))
+    assert bare.input_shape == (None, 32, 32, 1)
+    np.testing.assert_array_equal(bare(normalized, training=False).numpy(), trained(normalized, training=False).numpy())
+    with pytest.raises(ValueError, match=r"trained with pad_values=1.0; leave `pad_values` out.*Received: pad_values=0.0"):
+        zoo.XNORResNet18(weights="raw_test", pad_values=0.0)
+    with pytest.raises(ValueError, match="raw_input_shape="):
+        dataclasses.replace(zoo.list_weights("XNORResNet18")[0], raw_input_shape=(28, 28, 3))
+
+
 def test_no_real_weights_are_registered_yet():
     assert _weights._WEIGHTS == {}
 

@@ -7,6 +7,7 @@ own builder would be.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -233,6 +234,29 @@ def test_stem_reaches_the_zoo_builder_through_the_config(tmp_path, monkeypatch):
     assert [config.model_options for config in seen] == [{"stem": "cifar"}, {}]
     model = training._build_model("XNORResNet18", (8, 8, 3), 10, seen[0].model_options)
     assert model.get_layer("conv1").kernel.shape == (3, 3, 3, 64)
+
+
+def test_model_options_reach_the_builder_and_a_resume_keeps_them(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(training, "train", lambda config, strategy, **kw: seen.append(config))
+    run = tmp_path / "run"
+    args = ["--model", "XNORResNet18", "--dataset", "cifar10", "--output", str(run)]
+    assert train_main([*args, "--stem", "cifar", "--pad-values", "1"]) == 0
+    assert seen[0].model_options == {"stem": "cifar", "pad_values": 1.0}
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**dataclasses.asdict(seen[0]), "epochs": 2}))
+    assert train_main([*args, "--resume"]) == 0  # options not given again are the run's own
+    assert seen[1].model_options == {"stem": "cifar", "pad_values": 1.0}
+    model = training._build_model("XNORResNet18", (32, 32, 3), 10, seen[0].model_options)
+    assert model.get_layer("conv2_block1_1_conv").pad_values == 1.0
+
+
+def test_pad_values_for_a_model_without_binary_inputs_exits_2(tmp_path, capsys):
+    code = train_main(["--model", "BWNResNet18", "--dataset", "cifar10", "--pad-values", "1",
+                       "--output", str(tmp_path / "run")])
+    assert code == 2
+    assert "--pad-values: only the zoo's XNOR models" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_stem_for_a_model_without_one_exits_2(tmp_path, capsys):

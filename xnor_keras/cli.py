@@ -421,6 +421,10 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--image-size", type=_positive_int, help="input side in pixels (default: 224 ImageNet-style, else native)")
     parser.add_argument("--stem", choices=("imagenet", "cifar"), help="ResNet-18 stem (default imagenet; cifar: 3x3/1 conv, no max-pool, for 32x32 inputs)")
+    parser.add_argument(
+        "--pad-values", type=float, choices=(0.0, 1.0),
+        help="XNOR models: padding of binarized inputs, 0 (paper, default) or 1 (every binary convolution "
+        "stays binary on LCE, also where a map is smaller than the kernel)")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--eval-split", help="default: validation, else test")
     parser.add_argument("--steps-per-epoch", type=_positive_int)
@@ -471,6 +475,16 @@ _RESUMABLE = ("recipe", "epochs", "batch_size", "optimizer", "learning_rate", "w
               "data_dir", "manual_dir", "source_dir", "eval_split", "steps_per_epoch", "validation_steps")
 
 
+def _model_options(args: argparse.Namespace) -> dict:
+    """The zoo builder's keyword arguments that the command line sets."""
+    options = {}
+    if args.stem:
+        options["stem"] = args.stem
+    if args.pad_values is not None:
+        options["pad_values"] = args.pad_values
+    return options
+
+
 def _fill_from_saved_run(args) -> None:
     path = args.output / "config.json"
     if not path.exists():
@@ -484,6 +498,9 @@ def _fill_from_saved_run(args) -> None:
         if getattr(args, name) is None and saved.get(name) is not None:
             value = saved[name]
             setattr(args, name, Path(value) if name.endswith("_dir") else value)
+    for name, value in (saved.get("model_options") or {}).items():
+        if name in ("stem", "pad_values") and getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -511,6 +528,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
         if args.stem and ":" not in args.model and not args.model.endswith("ResNet18"):
             raise _InputError(f"--stem: only the zoo's ResNet models have a stem option, not {args.model}")
+        if args.pad_values is not None and ":" not in args.model and not args.model.startswith("XNOR"):
+            raise _InputError(f"--pad-values: only the zoo's XNOR models binarize their inputs, not {args.model}")
         recipe = training.RECIPES[args.recipe or _default_recipe(args.model)]
         optimizer = args.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
         learning_rate = args.learning_rate
@@ -539,7 +558,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             recipe=recipe.name,
             download=not args.no_download,
-            model_options={"stem": args.stem} if args.stem else {},
+            model_options=_model_options(args),
         )
         try:
             strategy = training.make_strategy(args.strategy, cpu_replicas=args.cpu_replicas, tpu=args.tpu)

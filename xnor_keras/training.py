@@ -15,6 +15,8 @@ recipe                     epochs   batch  lr SGD/Adam  schedule / notes
 ``resnet18-paper``         58       256    0.1 / 0.01   x0.01 at epochs 30 and 40
 ``alexnet-original-code``  55       256    1e-2 / 1e-3  5e-3, 1e-3, 5e-4, 1e-4 at 19, 30, 44, 53;
                                                         weight decay 5e-4
+``short``                  12       128    1e-2 / 1e-3  x0.75, 0.5, 0.25, 0.1, 0.02 at epochs 4, 6, 8,
+                                                        10, 11 (a cosine-like staircase): small images
 ``quick``                  2        32     1e-2 / 1e-3  smoke tests and demos
 =========================  =======  =====  ===========  =============================================
 
@@ -103,6 +105,10 @@ RECIPES = {
         Recipe("alexnet-original-code", 55, 256, 1e-2,
                ((19, 0.5), (30, 0.1), (44, 0.05), (53, 0.01)), weight_decay=5e-4,
                description="original Torch code: 1e-2, 5e-3, 1e-3, 5e-4, 1e-4 at epochs 19/30/44/53"),
+        Recipe("short", 12, 128, 1e-2,
+               ((4, 0.75), (6, 0.5), (8, 0.25), (10, 0.1), (11, 0.02)),
+               description="12 epochs on small images (Fashion-MNIST, CIFAR): lr 1e-2 (Adam 1e-3), a "
+               "cosine-like staircase down to x0.02, batch 128"),
         Recipe("quick", 2, 32, 1e-2, description="a short run for smoke tests and demos"),
     )
 }

@@ -11,7 +11,7 @@ import tensorflow as tf
 from xnor_keras import binary_weights
 from xnor_keras import layers as xl
 from xnor_keras import quantizers as xq
-from xnor_keras.zoo._weights import resolve_weights
+from xnor_keras.zoo._weights import apply_entry_options, named_weights, raw_image_input, resolve_weights
 
 __all__ = ["KINDS", "Binarization", "build_inputs", "finish_model", "validate_common"]
 
@@ -285,6 +285,15 @@ def make_variant(
                 + (f" and {list(allowed)}" if allowed else "")
                 + f". Received: {', '.join(f'{k}={options[k]!r}' for k in unknown)}"
             )
+        entry = named_weights(name, weights)
+        if entry is not None:
+            options = apply_entry_options(entry, options)
+            if entry.raw_input_shape is not None and input_tensor is None and (
+                input_shape is None or tuple(input_shape) == entry.raw_input_shape
+            ):
+                # Raw images in: resizing and normalisation are layers of the model.
+                _, input_tensor = raw_image_input(entry, tf)
+                input_shape = None
         # A registered weights name becomes a local file; classes default to its (else 1000).
         weights, classes, input_shape = resolve_weights(
             name, weights, include_top=include_top, classes=classes, input_shape=input_shape,

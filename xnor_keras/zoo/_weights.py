@@ -37,6 +37,7 @@ __all__ = [
     "fetch_weights",
     "get_weights",
     "list_weights",
+    "named_weights",
     "register_weights",
     "resolve_weights",
 ]
@@ -68,6 +69,14 @@ class PretrainedWeights:
         dataset: the dataset they were trained and evaluated on.
         accuracy: top-1 accuracy on `dataset`'s test split, as the run that made them measured.
         description: one line for listings (recipe, epochs, ...).
+        options: the builder's keyword arguments the weights were trained with (e.g.
+            ``{"pad_values": 1.0}``); the builder applies them and refuses a different value.
+        raw_input_shape: if set, the model built with these weights (and no ``input_shape`` or
+            ``input_tensor``) takes raw images of this shape with pixel values 0-255: a
+            ``Resizing`` layer to `input_shape` and a ``Rescaling`` layer computing
+            ``(x / 255 - mean) / std`` run inside the model, as the training pipeline did.
+            ``input_shape=`` the trained shape builds the bare network instead.
+        mean, std: the per-channel (or single) normalisation of the training pipeline.
     """
 
     model: str
@@ -79,9 +88,31 @@ class PretrainedWeights:
     dataset: str
     accuracy: float
     description: str = ""
+    options: dict = dataclasses.field(default_factory=dict)
+    raw_input_shape: tuple | None = None
+    mean: tuple = (0.0,)
+    std: tuple = (1.0,)
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.raw_input_shape is not None:
+            raw = tuple(self.raw_input_shape)
+            object.__setattr__(self, "raw_input_shape", raw)
+            if len(raw) != 3 or not all(isinstance(v, int) and v > 0 for v in raw) or raw[-1] != self.input_shape[-1]:
+                raise ValueError(
+                    "Expected `raw_input_shape` to be (height, width, channels) with the channels of "
+                    f"`input_shape` {self.input_shape}. Received: raw_input_shape={self.raw_input_shape!r}"
+                )
+        for field in ("mean", "std"):
+            values = getattr(self, field)
+            if len(values) not in (1, self.input_shape[-1]) or (field == "std" and min(values) <= 0):
+                raise ValueError(
+                    f"Expected `{field}` to hold 1 or {self.input_shape[-1]} value(s)"
+                    + (" above 0" if field == "std" else "") + f". Received: {field}={values!r}"
+                )
         object.__setattr__(self, "sha256", str(self.sha256).lower())
         if not self.url.startswith(_SCHEMES):
             raise ValueError(f"Expected `url` to start with one of {_SCHEMES}. Received: url={self.url!r}")
@@ -194,6 +225,41 @@ def fetch_weights(entry: PretrainedWeights, *, directory: str | os.PathLike | No
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def named_weights(model: str, weights) -> PretrainedWeights | None:
+    """The registry entry `weights` names for `model`, or None when it is not a registered name."""
+    if isinstance(weights, str):
+        return _WEIGHTS.get((model, weights))
+    return None
+
+
+def apply_entry_options(entry: PretrainedWeights, options: dict) -> dict:
+    """`options` with `entry`'s training options added; a different given value is an error."""
+    merged = dict(options)
+    for key, value in entry.options.items():
+        if key in merged and merged[key] != value:
+            raise ValueError(
+                f"{entry.model}(weights={entry.name!r}) was trained with {key}={value!r}; leave "
+                f"`{key}` out or set it to {value!r}. Received: {key}={merged[key]!r}"
+            )
+        merged[key] = value
+    return merged
+
+
+def raw_image_input(entry: PretrainedWeights, tf):
+    """``(inputs, x)``: raw images of ``entry.raw_input_shape`` in, resized and normalised out."""
+    inputs = tf.keras.Input(shape=entry.raw_input_shape, name="image")
+    x = inputs
+    if entry.raw_input_shape[:2] != entry.input_shape[:2]:
+        x = tf.keras.layers.Resizing(*entry.input_shape[:2], interpolation="bilinear", name="resize")(x)
+    mean, std = (v if len(v) > 1 else v[0] for v in (entry.mean, entry.std))
+    import numpy as np
+
+    scale = 1.0 / (255.0 * np.asarray(std, "float32"))
+    offset = -np.asarray(mean, "float32") / np.asarray(std, "float32")
+    x = tf.keras.layers.Rescaling(scale.tolist(), offset.tolist(), name="normalize")(x)
+    return inputs, x
 
 
 def resolve_weights(
