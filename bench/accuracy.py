@@ -8,7 +8,8 @@ interpreter and on the emulated arm64 target (LCE's aarch64 kernels). Writes
 repository root (or `--markdown`).
 
 ResNet-18 uses the ImageNet stem at 32×32 (what 2 cores can train within the budget; the CIFAR
-stem is 15× the MACs there); AlexNet runs at its smallest input, 63×63. Anchors: Zalando's
+stem is 15× the MACs there); AlexNet runs at its smallest input, 63×63. All train with the
+`short` recipe and Adam; XNOR models pad binarized inputs with +1 (`--pad-values 1`). Anchors: Zalando's
 benchmark ResNet18 94.9% (float); the best binary network found published, 92.86% (CBCNN).
 Targets for ResNet-18: float ≥ 93.5%, BWN ≥ 93.0%, XNOR ≥ 92.0%.
 
@@ -167,9 +168,12 @@ def markdown(result: dict) -> str:
         f"Written by `{result['command']}` on {result['date']} ({result['machine']}). "
         + ("**Quick mode: a few training steps per model; these figures check the pipeline, "
            "they are not accuracies.** " if result["quick"] else "")
-        + "Each model is trained with the project's training CLI and default recipe, then its "
-        "flatbuffer runs on every test image. ResNet-18 uses the ImageNet stem at 32×32; AlexNet "
-        "runs at 63×63.", "",
+        + "Each model is trained with the project's training CLI (`zoo/train.py --recipe "
+        f"{result.get('recipe', RECIPE)} --optimizer adam`; XNOR models with `--pad-values 1`, so that "
+        "every binary convolution stays binary on LCE where a map is smaller than its kernel), then its "
+        "flatbuffer runs on the test images. ResNet-18 uses the ImageNet stem at 32×32 (what 2 CPU "
+        "cores can train in about 45 minutes; the CIFAR stem costs 15× the MACs there); AlexNet "
+        "runs at its smallest input, 63×63.", "",
         f"Anchors: {ANCHORS}.", "",
         "Keras and the x86 flatbuffer are evaluated on every test image; the emulated arm64 target "
         "on the first N of them (emulation costs ~0.2-0.4 s an image).", "",

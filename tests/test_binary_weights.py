@@ -464,10 +464,6 @@ def test_named_weights_for_raw_images_resize_and_normalize_inside_the_model(monk
         dataclasses.replace(zoo.list_weights("XNORResNet18")[0], raw_input_shape=(28, 28, 3))
 
 
-def test_no_real_weights_are_registered_yet():
-    assert _weights._WEIGHTS == {}
-
-
 def test_registry_entry_is_validated():
     fields = dict(model="XNORResNet18", name="x", url="file:///x.xbw", sha256="a" * 64, classes=10,
                   input_shape=(32, 32, 3), dataset="d", accuracy=0.5)

@@ -7,7 +7,8 @@ fits, and the accuracy it reaches. The first use downloads the file into the cac
 (``$XNOR_KERAS_CACHE/weights``, default ``~/.cache/xnor_keras/weights``), checks its sha256 and
 refuses it on a mismatch; later uses check the cached copy and do not download again.
 
-No weights are registered yet: entries are added here when a trained model is published.
+Weights that ship with the package are listed in ``weights/index.json`` beside this module and
+registered at import (``zoo/publish_weights.py`` writes them from a training run).
 
 Example (registering weights hosted elsewhere):
     >>> from xnor_keras.zoo import PretrainedWeights, register_weights
@@ -145,6 +146,23 @@ def register_weights(entry: PretrainedWeights, *, replace: bool = False) -> Pret
         raise ValueError(f"Weights {entry.name!r} are already registered for {entry.model}.")
     _WEIGHTS[key] = entry
     return entry
+
+
+PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
+"""Weights that ship inside the package: the packed files and ``index.json``, their registry entries."""
+
+
+def _register_packaged(folder: Path = PACKAGED_DIR) -> None:
+    """Register every entry of ``folder/index.json`` at a ``file://`` address inside the package."""
+    index = folder / "index.json"
+    if not index.is_file():
+        return
+    import json
+
+    for record in json.loads(index.read_text()):
+        record = dict(record)
+        url = (folder / record.pop("file")).as_uri()
+        register_weights(PretrainedWeights(url=url, **record))
 
 
 def list_weights(model: str | None = None) -> list[PretrainedWeights]:
@@ -307,3 +325,6 @@ def resolve_weights(
     elif input_tensor is None:
         input_shape = entry.input_shape
     return str(fetch_weights(entry)), entry.classes if classes is None else classes, input_shape
+
+
+_register_packaged()

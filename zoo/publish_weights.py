@@ -1,0 +1,173 @@
+"""Publish a training run's weights inside the package, as a named set for ``weights=``.
+
+For each run directory (written by ``zoo/train.py``): pack the trained model's weights
+(:func:`xnor_keras.save_binary_weights`, float32), build the zoo model the way a user will
+(``xnor_keras.zoo.XNORResNet18(weights=NAME)``: raw images in, resizing and normalisation as
+layers), evaluate it on the dataset's whole test split fed raw images, check that it reproduces
+the run's own model on the training pipeline's inputs, and record the entry (sha256, accuracy,
+training options, preprocessing) in ``xnor_keras/zoo/weights/index.json``. Also measures what the
+float16 option costs: size and test accuracy of the same weights with float16 for every weight
+that is not binarized.
+
+Usage (a maintainer's step, after bench/accuracy.py has trained the runs):
+    python zoo/publish_weights.py runs/accuracy/full/XNORResNet18 runs/accuracy/full/BWNResNet18 \\
+        --name fashion_mnist
+
+Exit status 2 on input errors (not a run directory, a run without model.keras); nothing is
+written then, and a failed check leaves index.json and the packed files as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TOLERANCE = 0.002
+"""Largest accuracy difference allowed between the published model (raw images) and the run's model."""
+
+
+def log(message: str) -> None:
+    print(f"[publish] {message}", file=sys.stderr, flush=True)
+
+
+def _accuracy(model, images, labels, batch_size: int = 500) -> float:
+    import numpy as np
+
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    return float(np.mean(probabilities.argmax(-1) == labels))
+
+
+def _test_split(config: dict):
+    """((raw uint8 images, labels), (pipeline-preprocessed images, labels)): the whole test split.
+
+    The two are read separately (TFDS's and the pipeline's orders may differ); each pairs its
+    images with its own labels.
+    """
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    from xnor_keras import data
+
+    common = dict(data_dir=config.get("data_dir"), download=config.get("download", True))
+    prepared = data.load_dataset(config["dataset"], "test", training=False, batch_size=1000,
+                                 image_size=config.get("image_size"), **common)
+    inputs, labels = zip(*prepared.as_numpy_iterator())
+    raw = tfds.load(config["dataset"], split="test", as_supervised=True, batch_size=-1,
+                    data_dir=config.get("data_dir"), download=False)
+    raw_images, raw_labels = (np.asarray(t) for t in raw)
+    return (raw_images, raw_labels), (np.concatenate(inputs), np.concatenate(labels))
+
+
+def publish(run: Path, name: str, folder: Path, description: str | None) -> dict:
+    import hashlib
+
+    import tensorflow as tf
+
+    import xnor_keras
+    from xnor_keras import data, zoo
+    from xnor_keras.zoo import _weights
+
+    config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    model_name = config["model"]
+    trained = tf.keras.models.load_model(run / "model.keras")
+    (raw, raw_labels), (inputs, labels) = _test_split(config)
+    run_accuracy = _accuracy(trained, inputs, labels)
+    log(f"{model_name}: the run's model gives {run_accuracy:.2%} on {len(labels)} test images")
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{model_name}-{name}.xbw"
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        packed = xnor_keras.save_binary_weights(trained, scratch / target.name)
+        half = xnor_keras.save_binary_weights(trained, scratch / "float16.xbw", float_dtype="float16")
+        bare = zoo.get_model(model_name, input_shape=inputs.shape[1:], classes=int(labels.max()) + 1,
+                              **config.get("model_options", {}))
+        xnor_keras.load_binary_weights(bare, half)
+        float16 = {"bytes": half.stat().st_size, "accuracy": _accuracy(bare, inputs, labels)}
+        channels = int(inputs.shape[-1])
+        mean, std = data.NORMALIZATION.get(
+            config["dataset"],
+            data.NORMALIZATION["imagenet2012"] if channels == 3 else ((0.5,) * channels, (0.5,) * channels))
+        entry = zoo.PretrainedWeights(
+            model=model_name, name=name, url=packed.as_uri(),
+            sha256=hashlib.sha256(packed.read_bytes()).hexdigest(),
+            classes=int(labels.max()) + 1, input_shape=tuple(int(v) for v in inputs.shape[1:]),
+            dataset=config["dataset"], accuracy=0.0, options=config.get("model_options", {}),
+            raw_input_shape=tuple(int(v) for v in raw.shape[1:]), mean=mean[:channels], std=std[:channels],
+        )
+        _weights.register_weights(entry, replace=True)
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ[_weights.CACHE_ENV] = cache
+            published = zoo.get_model(model_name, weights=name)
+            accuracy = _accuracy(published, raw, raw_labels)
+        log(f"{model_name}(weights={name!r}): {accuracy:.2%} on raw test images; "
+            f"{packed.stat().st_size / 1e6:.2f} MB packed (float16: {float16['bytes'] / 1e6:.2f} MB, "
+            f"{float16['accuracy']:.2%})")
+        if abs(accuracy - run_accuracy) > TOLERANCE:
+            raise RuntimeError(
+                f"{model_name}: the published model gives {accuracy:.4f} on raw images, the run's model "
+                f"{run_accuracy:.4f}; more than {TOLERANCE} apart, so nothing was published"
+            )
+        os.replace(packed, target)
+    record = {
+        "model": model_name, "name": name, "file": target.name, "sha256": entry.sha256,
+        "classes": entry.classes, "input_shape": list(entry.input_shape), "dataset": entry.dataset,
+        "accuracy": round(accuracy, 4),
+        "description": description or (
+            f"{config['epochs']} epochs, recipe {config.get('recipe')}, {config['optimizer']} "
+            f"lr {config['learning_rate']:g}, batch {config['batch_size']}, trained at "
+            f"{entry.input_shape[0]}x{entry.input_shape[1]} ({metrics.get('train_seconds', 0) / 60:.0f} min "
+            "on 2 CPU cores)"),
+        "options": entry.options, "raw_input_shape": list(entry.raw_input_shape),
+        "mean": list(entry.mean), "std": list(entry.std),
+    }
+    return {"record": record, "bytes": target.stat().st_size, "run_accuracy": run_accuracy,
+            "float16": float16}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="training run directories (zoo/train.py --output)")
+    parser.add_argument("--name", required=True, help="the name weights= will take, e.g. fashion_mnist")
+    parser.add_argument("--description", help="one line for listings (default: from the run's config)")
+    parser.add_argument("--folder", type=Path, default=ROOT / "xnor_keras" / "zoo" / "weights")
+    args = parser.parse_args(argv)
+    import xnor_keras  # noqa: F401  (imports TensorFlow quietly, with Keras 2 as tf.keras)
+    from xnor_keras._compat import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
+    for run in args.runs:
+        for needed in ("config.json", "metrics.json", "model.keras"):
+            if not (run / needed).exists():
+                parser.error(f"runs: {run} holds no finished training run (no {needed})")
+
+    results = [publish(run, args.name, args.folder, args.description) for run in args.runs]
+    index_path = args.folder / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else []
+    new = {(r["record"]["model"], r["record"]["name"]): r["record"] for r in results}
+    index = [e for e in index if (e["model"], e["name"]) not in new] + list(new.values())
+    index.sort(key=lambda e: (e["model"], e["name"]))
+    tmp = index_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(tmp, index_path)
+    summary = ROOT / "bench" / "results" / f"published_weights_{args.name}.json"
+    summary.write_text(json.dumps(results, indent=1) + "\n")
+    for r in results:
+        print(f"{r['record']['model']}(weights={args.name!r}): accuracy {r['record']['accuracy']:.2%} "
+              f"(run's model {r['run_accuracy']:.2%}), {r['bytes'] / 1e6:.2f} MB; float16 "
+              f"{r['float16']['bytes'] / 1e6:.2f} MB at {r['float16']['accuracy']:.2%}")
+    print(f"wrote {os.path.relpath(index_path, ROOT)} and {os.path.relpath(summary, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
