@@ -350,3 +350,74 @@ def test_multiworker_with_two_local_workers(tmp_path):
         assert proc.returncode == 0, err[-3000:]
         assert "global batch 8 over 2 replica(s)" in err
     assert (run / "metrics.json").exists()  # written by the chief (worker 0) only
+
+
+# ---- distillation ---------------------------------------------------------------------------
+
+
+def _numpy_distillation(labels, teacher, student, weight, temperature):
+    """The loss of xnor_keras.distillation written out in numpy: (1-w)*CE + w*T^2*KL."""
+    def soften(p):
+        z = np.log(np.clip(p, 1e-7, 1.0)) / temperature
+        z = np.exp(z - z.max(-1, keepdims=True))
+        return z / z.sum(-1, keepdims=True)
+
+    ce = -np.log(np.clip(student[np.arange(len(labels)), labels], 1e-7, 1.0))
+    pt, ps = soften(teacher), soften(student)
+    kl = np.sum(pt * (np.log(pt) - np.log(ps)), -1) * temperature**2
+    return np.mean((1 - weight) * ce + weight * kl)
+
+
+@pytest.mark.parametrize("weight, temperature", [(0.0, 1.0), (1.0, 1.0), (0.5, 4.0)])
+def test_distillation_loss_matches_its_formula(weight, temperature):
+    from xnor_keras import distillation
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 16)
+    teacher, student = (rng.dirichlet(np.ones(10), 16).astype("float32") for _ in range(2))
+    y_true = np.concatenate([labels[:, None].astype("float32"), teacher], -1)
+    loss = distillation.DistillationLoss(weight, temperature)(y_true, student).numpy()
+    assert loss == pytest.approx(_numpy_distillation(labels, teacher, student, weight, temperature), rel=1e-4)
+    # A student that copies the teacher has no KL term left.
+    same = distillation.DistillationLoss(1.0, temperature)(y_true, teacher).numpy()
+    assert same == pytest.approx(0.0, abs=1e-5)
+    accuracy = distillation.LabelAccuracy()
+    accuracy.update_state(y_true, student)
+    assert accuracy.result().numpy() == pytest.approx(np.mean(student.argmax(-1) == labels))
+    with pytest.raises(ValueError, match="weight=1.5"):
+        distillation.DistillationLoss(1.5)
+
+
+def test_teacher_run_distils_into_the_student_and_resumes(tmp_path, capsys):
+    teacher_run, student_run = tmp_path / "teacher", tmp_path / "student"
+    with tfds.testing.mock_data(num_examples=32):
+        assert train_main([*SMALL, "--output", str(teacher_run), "--epochs", "1", "--steps-per-epoch", "2"]) == 0
+        capsys.readouterr()
+        args = [*SMALL, "--output", str(student_run), "--steps-per-epoch", "2", "--teacher", str(teacher_run),
+                "--teacher-weight", "0.7", "--teacher-temperature", "2"]
+        assert train_main([*args, "--epochs", "1"]) == 0
+        assert "distilling from" in capsys.readouterr().err
+        config = json.loads((student_run / "config.json").read_text())
+        assert (config["teacher"], config["teacher_weight"], config["teacher_temperature"]) == (str(teacher_run), 0.7, 2.0)
+        # The teacher options are the run's own on --resume; the saved student loads and predicts.
+        assert train_main(["--model", MODEL, "--dataset", "cifar10", "--output", str(student_run),
+                           "--resume", "--epochs", "2"]) == 0
+    assert _epochs(student_run) == [0, 1]
+    student = tf.keras.models.load_model(student_run / "model.keras")
+    assert student.loss.weight == 0.7 and student.loss.temperature == 2.0
+    assert student.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0).shape == (2, 10)
+
+
+def test_teacher_that_does_not_fit_the_student_exits_2(tmp_path, capsys):
+    teacher = tf.keras.Sequential([tf.keras.Input((16, 16, 3)), tf.keras.layers.Flatten(),
+                                   tf.keras.layers.Dense(10, activation="softmax")])
+    teacher.save(tmp_path / "teacher.keras")
+    run = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=16):
+        code = train_main([*SMALL, "--output", str(run), "--epochs", "1", "--teacher", str(tmp_path / "teacher.keras")])
+        assert code == 2 and "takes (16, 16, 3) and predicts 10 classes; the student takes (32, 32, 3)" in capsys.readouterr().err
+        code = train_main([*SMALL, "--output", str(run), "--epochs", "1", "--teacher", str(tmp_path / "none")])
+        assert code == 2 and "Expected `teacher` to be a finished training run" in capsys.readouterr().err
+        code = train_main([*SMALL, "--output", str(run), "--teacher-weight", "0.5"])
+        assert code == 2 and "they need --teacher" in capsys.readouterr().err
+    assert not run.exists()

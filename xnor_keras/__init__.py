@@ -10,7 +10,7 @@ from xnor_keras._compat import use_legacy_keras as _use_legacy_keras
 
 _use_legacy_keras()
 
-from xnor_keras import binary_weights, layers, optimizers, quantizers, zoo  # noqa: E402
+from xnor_keras import binary_weights, distillation, layers, optimizers, quantizers, zoo  # noqa: E402
 from xnor_keras.binary_weights import (  # noqa: E402
     binary_weights_summary,
     load_binary_weights,

@@ -425,6 +425,12 @@ def _train_parser() -> argparse.ArgumentParser:
         "--pad-values", type=float, choices=(0.0, 1.0),
         help="XNOR models: padding of binarized inputs, 0 (paper, default) or 1 (every binary convolution "
         "stays binary on LCE, also where a map is smaller than the kernel)")
+    parser.add_argument(
+        "--teacher", type=Path,
+        help="distil from this trained model (a run directory, e.g. the float twin's, or a .keras "
+        "file): loss (1-w)*CE + w*T^2*KL(teacher || student); see xnor_keras.distillation")
+    parser.add_argument("--teacher-weight", type=float, help="w in [0, 1] (default 1: the teacher's distribution only)")
+    parser.add_argument("--teacher-temperature", type=float, help="T > 0 (default 1)")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--eval-split", help="default: validation, else test")
     parser.add_argument("--steps-per-epoch", type=_positive_int)
@@ -472,7 +478,8 @@ def _check_model_name(name: str) -> None:
 
 # Options a resumed run takes from its config.json unless given again (argparse default None).
 _RESUMABLE = ("recipe", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "image_size",
-              "data_dir", "manual_dir", "source_dir", "eval_split", "steps_per_epoch", "validation_steps")
+              "data_dir", "manual_dir", "source_dir", "eval_split", "steps_per_epoch", "validation_steps",
+              "teacher", "teacher_weight", "teacher_temperature")
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -528,6 +535,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
         if args.stem and ":" not in args.model and not args.model.endswith("ResNet18"):
             raise _InputError(f"--stem: only the zoo's ResNet models have a stem option, not {args.model}")
+        if args.teacher is None and (args.teacher_weight is not None or args.teacher_temperature is not None):
+            raise _InputError("--teacher-weight / --teacher-temperature: they need --teacher")
+        if args.teacher_weight is not None and not 0.0 <= args.teacher_weight <= 1.0:
+            raise _InputError(f"--teacher-weight: expected a value in [0, 1], got {args.teacher_weight}")
+        if args.teacher_temperature is not None and not args.teacher_temperature > 0.0:
+            raise _InputError(f"--teacher-temperature: expected a value above 0, got {args.teacher_temperature}")
         if args.pad_values is not None and ":" not in args.model and not args.model.startswith("XNOR"):
             raise _InputError(f"--pad-values: only the zoo's XNOR models binarize their inputs, not {args.model}")
         recipe = training.RECIPES[args.recipe or _default_recipe(args.model)]
@@ -559,6 +572,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             recipe=recipe.name,
             download=not args.no_download,
             model_options=_model_options(args),
+            teacher=None if args.teacher is None else str(args.teacher),
+            teacher_weight=1.0 if args.teacher_weight is None else args.teacher_weight,
+            teacher_temperature=1.0 if args.teacher_temperature is None else args.teacher_temperature,
         )
         try:
             strategy = training.make_strategy(args.strategy, cpu_replicas=args.cpu_replicas, tpu=args.tpu)

@@ -64,6 +64,7 @@ __all__ = [
     "Recipe",
     "TrainConfig",
     "make_optimizer",
+    "load_teacher",
     "make_strategy",
     "plot_history",
     "replica_batch_size",
@@ -233,6 +234,35 @@ class TrainConfig:
     download: bool = True
     model_options: dict = dataclasses.field(default_factory=dict)
     """Extra keyword arguments of the model builder (e.g. ``{"stem": "cifar"}`` for a ResNet)."""
+    teacher: str | None = None
+    """A trained model (a run directory holding ``model.keras``, or a ``.keras`` file) to distil
+    from: see :mod:`xnor_keras.distillation`. Same input shape and classes as the student."""
+    teacher_weight: float = 1.0
+    teacher_temperature: float = 1.0
+
+
+def load_teacher(path: str | os.PathLike, input_shape: tuple, classes: int) -> tf.keras.Model:
+    """The teacher model at `path` (a run directory or a ``.keras`` file), checked against the student.
+
+    Raises:
+        ValueError: no model there, or its input shape or number of classes differ.
+    """
+    path = Path(path)
+    file = path / "model.keras" if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(
+            f"Expected `teacher` to be a finished training run (a directory with model.keras) or a "
+            f".keras file. Received: teacher={str(path)!r}"
+        )
+    teacher = tf.keras.models.load_model(file, compile=False)
+    got_shape, got_classes = tuple(teacher.input_shape[1:]), teacher.output_shape[-1]
+    if got_shape != tuple(input_shape) or got_classes != classes:
+        raise ValueError(
+            f"The teacher {file} takes {got_shape} and predicts {got_classes} classes; the student "
+            f"takes {tuple(input_shape)} and predicts {classes}. Received: teacher={str(path)!r}"
+        )
+    teacher.trainable = False
+    return teacher
 
 
 def plot_history(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
@@ -365,21 +395,36 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         train_ds = train_ds.repeat()
     eval_ds = data.load_dataset(config.dataset, eval_split, training=False, **common)
     input_shape = tuple(train_ds.element_spec[0].shape[1:])
+    if config.teacher:
+        from xnor_keras import distillation
+
+        teacher = load_teacher(config.teacher, input_shape, info.num_classes)
+        train_ds = distillation.with_teacher(train_ds, teacher)
+        eval_ds = distillation.with_teacher(eval_ds, teacher)
 
     with strategy.scope():
         if initial_epoch:
             model = tf.keras.models.load_model(output / "model.keras")
         else:
             model = _build_model(config.model, input_shape, info.num_classes, config.model_options)
-            metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-            if info.num_classes > 5:
-                metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
+            if config.teacher:
+                from xnor_keras import distillation
+
+                loss = distillation.DistillationLoss(config.teacher_weight, config.teacher_temperature)
+                metrics = [distillation.LabelAccuracy(name="accuracy")]
+                if info.num_classes > 5:
+                    metrics.append(distillation.LabelTopKAccuracy(5, name="top5"))
+            else:
+                loss = tf.keras.losses.SparseCategoricalCrossentropy()
+                metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+                if info.num_classes > 5:
+                    metrics.append(tf.keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5"))
             model.compile(
                 optimizer=make_optimizer(
                     config.optimizer, config.learning_rate,
                     momentum=config.momentum, weight_decay=config.weight_decay,
                 ),
-                loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                loss=loss,
                 metrics=metrics,
             )
 
@@ -392,6 +437,8 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         f"{config.train_split} -> {eval_split}, input {input_shape}, {info.num_classes} classes, "
         f"{config.epochs} epochs, global batch {config.batch_size} over "
         f"{strategy.num_replicas_in_sync} replica(s), {config.optimizer} lr {config.learning_rate:g}"
+        + (f", distilling from {config.teacher} (weight {config.teacher_weight:g}, temperature "
+           f"{config.teacher_temperature:g})" if config.teacher else "")
         + (f"; continuing the finished run from epoch {initial_epoch + 1}" if initial_epoch else "")
     )
     callbacks = [
