@@ -40,9 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 MODELS = ("ResNet18", "BWNResNet18", "XNORResNet18", "XNORAlexNet")
 IMAGE_SIZE = {"ResNet18": 32, "AlexNet": 63}
-# Epochs that fit ~45 min a model on 2 cores (measured 2.2-3.7 min an epoch for ResNet-18 at
-# 32x32, batch 128, in REFERENCE.md's runs).
-EPOCHS = {"ResNet18": 12, "AlexNet": 8}
+# The `short` recipe's 12 epochs: ~47 min for XNOR ResNet-18 at 32x32 on 2 cores (225-270 s an
+# epoch, batch 128, measured in the first full run).
+EPOCHS = {"ResNet18": 12, "AlexNet": 12}
 # The training CLI's recipe for short runs on small images, with Adam for all three kinds (Adam
 # 1e-3 with a decaying rate gave float 92.4%, BWN 91.9%, XNOR 89.7% in 5 epochs; SGD at the
 # recipes' rates was far behind in 2-epoch runs, see xnor_keras/training.py).
@@ -144,8 +144,8 @@ def evaluate(model_name: str, run: Path, limit: int | None, arm64_images: int) -
     log(f"{model_name}: flatbuffer on LCE's x86 interpreter {row['host_accuracy']:.2%}, "
         f"{row['host_latency']['median_ms']:.2f} ms")
     if arm64_images:
-        # Under emulation every image costs ~0.2-0.4 s here (ResNet-18 at 32x32), so the arm64
-        # pass takes the first `arm64_images` test images; the x86 pass above takes them all.
+        # Under emulation an image costs ~0.05 s (XNOR ResNet-18 at 32x32) to ~0.3 s here; the
+        # arm64 pass takes the first `arm64_images` test images (default: all).
         n = min(arm64_images, len(x))
         started = time.time()
         arm = convert.run_flatbuffer(flatbuffer, x[:n], target="arm64")
@@ -175,8 +175,8 @@ def markdown(result: dict) -> str:
         "cores can train in about 45 minutes; the CIFAR stem costs 15× the MACs there); AlexNet "
         "runs at its smallest input, 63×63.", "",
         f"Anchors: {ANCHORS}.", "",
-        "Keras and the x86 flatbuffer are evaluated on every test image; the emulated arm64 target "
-        "on the first N of them (emulation costs ~0.2-0.4 s an image).", "",
+        "Keras and the x86 flatbuffer are evaluated on every test image, the emulated arm64 target "
+        "on the first N of them (N = all unless a row says otherwise).", "",
         "| model | epochs | training min | Keras test acc. | flatbuffer acc. (LCE x86) | "
         "flatbuffer acc. (arm64 emulated, N) | agreement with Keras (x86 / arm64) | flatbuffer MB | "
         "host latency ms | target |",
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs for every model (default: per family, ~45 min each)")
     parser.add_argument("--quick", action="store_true", help="3 steps an epoch, 1 epoch, 512 test images")
     parser.add_argument("--arm64-images", type=int, default=None,
-                        help="test images run on the emulated arm64 target (default 2000; 64 with --quick; 0: skip)")
+                        help="test images run on the emulated arm64 target (default: all; 64 with --quick; 0: skip)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--markdown", type=Path, help="default: ACCURACY.md (quick: bench/results/ACCURACY-quick.md)")
     args = parser.parse_args(argv)
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         epochs = args.epochs or (1 if args.quick else EPOCHS[family(model)])
         run = runs_dir / model
         train_s = train(model, run, epochs, args.quick)
-        arm64_images = args.arm64_images if args.arm64_images is not None else (64 if args.quick else 2000)
+        arm64_images = args.arm64_images if args.arm64_images is not None else (64 if args.quick else 10_000)
         row = evaluate_cached(model, run, 512 if args.quick else None, arm64_images)
         row.update(epochs=epochs, train_s=train_s or json.loads((run / "metrics.json").read_text()).get("train_seconds", 0.0))
         if (run / "training_curves.png").exists():

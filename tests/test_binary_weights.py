@@ -160,6 +160,17 @@ def test_full_precision_weights_are_stored_as_float32(small):
 # Loading reproduces the outputs
 
 
+def test_saved_file_gets_the_permissions_open_would_give(small, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = xbw.save_binary_weights(small[0], tmp_path / "w.xbw")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+
 def test_small_model_reloads_to_identical_outputs(small):
     model, path = small
     fresh = _fresh_small()
