@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-o", "--output", type=Path, help="where to write the .tflite")
     zoo = parser.add_argument_group("zoo models")
-    zoo.add_argument("--weights", type=Path, help="weights file to load into the zoo model")
+    zoo.add_argument("--weights", type=Path, help="weights file to load into the zoo model, or a registered name (e.g. fashion_mnist)")
     zoo.add_argument("--input-shape", type=_parse_shape, help="HEIGHT,WIDTH,CHANNELS (default 224,224,3)")
     zoo.add_argument("--classes", type=_positive_int, help="number of classes (default 1000)")
     zoo.add_argument(
@@ -148,8 +148,12 @@ def _load_model(args):
     if args.model in zoo.list_models():
         kwargs = {}
         if args.weights is not None:
-            if not args.weights.exists():
-                raise _InputError(f"--weights: no such file: {args.weights}")
+            named = [entry.name for entry in zoo.list_weights(args.model)]
+            if str(args.weights) not in named and not args.weights.exists():
+                raise _InputError(
+                    f"--weights: no such file: {args.weights}"
+                    + (f" (registered names for {args.model}: {', '.join(named)})" if named else "")
+                )
             kwargs["weights"] = str(args.weights)
         if args.input_shape is not None:
             kwargs["input_shape"] = args.input_shape
