@@ -124,6 +124,30 @@ def test_xnor_conv2d_matches_numpy(rng, kernel_size, strides, padding, pad_value
     )
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, rtol=RTOL, atol=ATOL)
+    # Training computes pad_values != 0 another way (zero padding + the border's contribution).
+    np.testing.assert_allclose(layer(x, training=True).numpy(), expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape, strides, input_scaling", [
+    ((3, 1, 1, 6), 1, None), ((3, 2, 2, 6), 2, None), ((3, 7, 6, 5), 2, "K"), ((3, 5, 5, 5), 1, "K"),
+])
+def test_xnor_conv2d_pad1_trains_with_larqs_outputs_and_gradients(rng, shape, strides, input_scaling):
+    """The training path for pad_values=1 gives the inference path's (larq's) outputs exactly, and its gradients."""
+    x = tf.constant(_input_with_zeros(rng, shape))
+    layer = XNORConv2D(4, 3, strides=strides, padding="same", pad_values=1.0, input_scaling=input_scaling)
+    layer(x)
+    _set_random_weights(layer, rng)
+    results = []
+    for training in (False, True):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        results.append((y.numpy(), [g.numpy() for g in tape.gradient(loss, [x, layer.kernel])]))
+    (y_inference, grads_inference), (y_training, grads_training) = results
+    np.testing.assert_array_equal(y_training, y_inference)  # integer sums: bit for bit
+    for g_training, g_inference in zip(grads_training, grads_inference):
+        np.testing.assert_allclose(g_training, g_inference, rtol=RTOL, atol=ATOL)
 
 
 def test_xnor_conv2d_pad_values_change_the_output(rng):
