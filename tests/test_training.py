@@ -421,3 +421,14 @@ def test_teacher_that_does_not_fit_the_student_exits_2(tmp_path, capsys):
         code = train_main([*SMALL, "--output", str(run), "--teacher-weight", "0.5"])
         assert code == 2 and "they need --teacher" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_short_recipe_scales_its_staircase_to_the_run_and_paper_recipes_do_not():
+    short = training.RECIPES["short"]
+    assert short.milestones_for(12) == short.milestones
+    schedule = training.step_schedule(1.0, short.milestones_for(5))
+    assert [schedule(epoch) for epoch in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.02]  # still ends low
+    doubled = training.step_schedule(1.0, short.milestones_for(24))
+    assert [doubled(epoch) for epoch in (7, 8, 23)] == [1.0, 0.75, 0.02]
+    paper = training.RECIPES["resnet18-paper"]
+    assert paper.milestones_for(12) == paper.milestones == ((30, 1e-2), (40, 1e-4))

@@ -16,7 +16,8 @@ recipe                     epochs   batch  lr SGD/Adam  schedule / notes
 ``alexnet-original-code``  55       256    1e-2 / 1e-3  5e-3, 1e-3, 5e-4, 1e-4 at 19, 30, 44, 53;
                                                         weight decay 5e-4
 ``short``                  12       128    1e-2 / 1e-3  x0.75, 0.5, 0.25, 0.1, 0.02 at epochs 4, 6, 8,
-                                                        10, 11 (a cosine-like staircase): small images
+                                                        10, 11 (a cosine-like staircase, scaled to the
+                                                        run's epochs): small images
 ``quick``                  2        32     1e-2 / 1e-3  smoke tests and demos
 =========================  =======  =====  ===========  =============================================
 
@@ -88,6 +89,15 @@ class Recipe:
     momentum: float = 0.9
     adam_lr_factor: float = 0.1
     description: str = ""
+    scales_with_epochs: bool = False
+    """Whether `milestones` stretch or shrink with a run's epochs (the paper recipes' do not)."""
+
+    def milestones_for(self, epochs: int) -> tuple[tuple[int, float], ...]:
+        """The milestones of a run of `epochs` epochs: scaled by ``epochs / self.epochs`` if
+        `scales_with_epochs`, so a shorter run still decays its rate to the end."""
+        if not self.scales_with_epochs or epochs == self.epochs:
+            return self.milestones
+        return tuple((max(1, start * epochs // self.epochs), factor) for start, factor in self.milestones)
 
     def learning_rate_for(self, optimizer: str) -> float:
         """The base rate for ``"sgd"`` (`learning_rate`) or ``"adam"`` (x `adam_lr_factor`)."""
@@ -109,7 +119,8 @@ RECIPES = {
         Recipe("short", 12, 128, 1e-2,
                ((4, 0.75), (6, 0.5), (8, 0.25), (10, 0.1), (11, 0.02)),
                description="12 epochs on small images (Fashion-MNIST, CIFAR): lr 1e-2 (Adam 1e-3), a "
-               "cosine-like staircase down to x0.02, batch 128"),
+               "cosine-like staircase down to x0.02, batch 128; the staircase scales with --epochs",
+               scales_with_epochs=True),
         Recipe("quick", 2, 32, 1e-2, description="a short run for smoke tests and demos"),
     )
 }
@@ -117,7 +128,7 @@ RECIPES = {
 
 def step_schedule(base: float, milestones: Sequence[tuple[int, float]] = ()) -> Callable[[int], float]:
     """lr(epoch) = base x the multiplier of the last milestone reached (epochs count from 0)."""
-    ordered = sorted(milestones)
+    ordered = sorted(milestones, key=lambda milestone: milestone[0])  # stable: a later one wins a tie
 
     def schedule(epoch: int, lr: float | None = None) -> float:
         factor = 1.0
