@@ -506,6 +506,8 @@ def _fill_from_saved_run(args) -> None:
     for name in _RESUMABLE:
         if name == "recipe" and saved.get(name) not in RECIPES:
             continue
+        if name in ("teacher_weight", "teacher_temperature") and not saved.get("teacher"):
+            continue  # a run without a teacher saves the defaults
         if getattr(args, name) is None and saved.get(name) is not None:
             value = saved[name]
             setattr(args, name, Path(value) if name.endswith("_dir") else value)
