@@ -99,7 +99,9 @@ class Recipe:
 
     def milestones_for(self, epochs: int) -> tuple[tuple[int, float], ...]:
         """The milestones of a run of `epochs` epochs: scaled by ``epochs / self.epochs`` if
-        `scales_with_epochs`, so a shorter run still decays its rate to the end."""
+        `scales_with_epochs`, so a shorter run still decays its rate to the end. A finished run
+        resumed to more epochs gets the staircase of the new total, so its rate steps back up
+        (a warm restart) before it decays again."""
         if not self.scales_with_epochs or epochs == self.epochs:
             return self.milestones
         return tuple((max(1, start * epochs // self.epochs), factor) for start, factor in self.milestones)
