@@ -251,19 +251,14 @@ def test_model_options_reach_the_builder_and_a_resume_keeps_them(tmp_path, monke
     assert model.get_layer("conv2_block1_1_conv").pad_values == 1.0
 
 
-def test_pad_values_for_a_model_without_binary_inputs_exits_2(tmp_path, capsys):
-    code = train_main(["--model", "BWNResNet18", "--dataset", "cifar10", "--pad-values", "1",
-                       "--output", str(tmp_path / "run")])
+@pytest.mark.parametrize("model, option, message", [
+    ("XNORAlexNet", ["--stem", "cifar"], "--stem: only the zoo's ResNet models"),
+    ("BWNResNet18", ["--pad-values", "1"], "--pad-values: only the zoo's XNOR models"),
+])
+def test_model_option_the_model_lacks_exits_2(model, option, message, tmp_path, capsys):
+    code = train_main(["--model", model, "--dataset", "cifar10", *option, "--output", str(tmp_path / "run")])
     assert code == 2
-    assert "--pad-values: only the zoo's XNOR models" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
-
-
-def test_stem_for_a_model_without_one_exits_2(tmp_path, capsys):
-    code = train_main(["--model", "XNORAlexNet", "--dataset", "cifar10", "--stem", "cifar",
-                       "--output", str(tmp_path / "run")])
-    assert code == 2
-    assert "--stem: only the zoo's ResNet models" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

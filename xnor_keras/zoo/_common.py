@@ -292,7 +292,7 @@ def make_variant(
                 input_shape is None or tuple(input_shape) == entry.raw_input_shape
             ):
                 # Raw images in: resizing and normalisation are layers of the model.
-                _, input_tensor = raw_image_input(entry, tf)
+                input_tensor = raw_image_input(entry, tf)
                 input_shape = None
         # A registered weights name becomes a local file; classes default to its (else 1000).
         weights, classes, input_shape = resolve_weights(

@@ -266,7 +266,7 @@ def apply_entry_options(entry: PretrainedWeights, options: dict) -> dict:
 
 
 def raw_image_input(entry: PretrainedWeights, tf):
-    """``(inputs, x)``: raw images of ``entry.raw_input_shape`` in, resized and normalised out."""
+    """Raw images of ``entry.raw_input_shape`` in (a new Input), resized and normalised out."""
     inputs = tf.keras.Input(shape=entry.raw_input_shape, name="image")
     x = inputs
     if entry.raw_input_shape[:2] != entry.input_shape[:2]:
@@ -276,8 +276,7 @@ def raw_image_input(entry: PretrainedWeights, tf):
 
     scale = 1.0 / (255.0 * np.asarray(std, "float32"))
     offset = -np.asarray(mean, "float32") / np.asarray(std, "float32")
-    x = tf.keras.layers.Rescaling(scale.tolist(), offset.tolist(), name="normalize")(x)
-    return inputs, x
+    return tf.keras.layers.Rescaling(scale.tolist(), offset.tolist(), name="normalize")(x)
 
 
 def resolve_weights(
