@@ -154,7 +154,7 @@ def test_unknown_custom_op_is_named(lib_path, model_and_flatbuffer):
 def test_library_for_another_litert_version_is_refused_at_load(lib_path, monkeypatch):
     monkeypatch.setattr(library, "_LOADED", {})
     monkeypatch.setattr(library, "runtime_version", lambda: "1.4.0")
-    with pytest.raises(xnor_lite.LibraryError, match=r"built against LiteRT 1\.2\.0.*ai-edge-litert 1\.4\.0"):
+    with pytest.raises(xnor_lite.LibraryError, match=r"built against LiteRT 2\.2\.0.*ai-edge-litert 1\.4\.0 is installed.*pip install \"ai-edge-litert==2\.2\.0\""):
         library.load_library(lib_path)
 
 
@@ -212,6 +212,6 @@ def test_emulated_target_without_host_tools_names_the_debian_packages(tmp_path):
 
 def test_library_path_carries_the_pinned_versions():
     path = build.library_path("arm64")
-    assert "lce0.16.0" in path.name and "litert1.2.0" in path.name and "aarch64" in path.name
+    assert "lce0.16.0" in path.name and "litert2.2.0" in path.name and "aarch64" in path.name
     with pytest.raises(build.BuildError, match="`arch`"):
         build.library_path("riscv64")

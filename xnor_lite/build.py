@@ -1,28 +1,33 @@
 """Build the native library that gives stock LiteRT Larq Compute Engine's ops.
 
-The library is compiled from pinned upstream sources (LCE 0.16.0's kernels, ruy and LiteRT
-v1.2.0's headers) plus this package's own registration code (`xnor_lite/native/`). It runs
-inside the `ai-edge-litert` wheel of the same LiteRT release, for x86-64 (the host) or aarch64
-(a Raspberry Pi 4 or an Android phone; cross-compiled here, or built on the device itself).
+The library is compiled from pinned upstream sources (LCE 0.16.0's kernels, ruy and the headers
+of a LiteRT release: v2.2.0 by default, v1.2.0 on request) plus this package's own registration
+code (`xnor_lite/native/`). It runs inside the `ai-edge-litert` wheel of the same LiteRT
+release, for x86-64 (the host) or aarch64 (a Raspberry Pi 4 or 5, an Android phone;
+cross-compiled here, or built on the device itself).
 
 Command line (prints each step; exit 2 on a missing tool or source, naming what to install):
 
     python -m xnor_lite.build                      # for this machine, into the cache
     python -m xnor_lite.build --arch aarch64       # cross-compile on x86-64 (g++-aarch64-linux-gnu)
+    python -m xnor_lite.build --wheel --arch aarch64 --out-dir dist   # a wheel for a Pi
+    python -m xnor_lite.build --release 1.2.0      # for ai-edge-litert 1.2.0
     python -m xnor_lite.build --source-dir DIR --out-dir DIR
 
-`--source-dir` holds the five pinned trees under the folder names of `SOURCES` below (what
-`../shared/third_party/` beside this repository holds). Elsewhere, get them with git:
+`--source-dir` holds the pinned trees under the folder names of `SOURCES` below (what
+`../shared/third_party/` beside this repository holds). Elsewhere, get them with git, e.g. for
+the default release:
 
     git clone https://github.com/larq/compute-engine lce && git -C lce checkout v0.16.0
     git clone https://github.com/google/ruy ruy && git -C ruy checkout 3286a34cc8de6149ac6844107dfdffac91531e72
-    git clone https://github.com/google-ai-edge/LiteRT litert && git -C litert checkout v1.2.0
-    git worktree ... (or a second clone) of LiteRT at 91b3dc4d697fec85c82fe5055a1292e8f44377b1
-    git clone https://github.com/google/flatbuffers fb && git -C fb checkout e6463926479bd6b330cbcf673f7e917803fd5831
+    git clone https://github.com/google-ai-edge/LiteRT litert && git -C litert checkout v2.2.0
+    git clone https://github.com/google/flatbuffers fb && git -C fb checkout v25.9.23
+    git clone https://github.com/abseil/abseil-cpp absl && git -C absl checkout 20260526.0
 
 then point each folder name below at its checkout (a symlink is enough): `lce-0.16.0` → lce,
-`ruy-3286a34` → ruy, `litert-1.2.0` → litert, `litert-91b3dc4` → the second LiteRT checkout,
-`flatbuffers-e646392` → fb. Debian's `libgemmlowp-dev` supplies `public/gemmlowp.h`.
+`ruy-3286a34` → ruy, `litert-2.2.0` → litert, `flatbuffers-1872409` → fb,
+`abseil-cpp-5650e9c` → absl (headers only). Debian's `libgemmlowp-dev` supplies
+`public/gemmlowp.h`. `RELEASES` names the folders each release needs.
 
 This module imports nothing outside the standard library, so it runs on a bare device.
 """
@@ -45,15 +50,20 @@ __all__ = [
     "SOURCES",
     "LITERT_VERSION",
     "LCE_VERSION",
+    "RELEASES",
     "build_library",
+    "build_wheel",
     "default_cache_dir",
     "default_source_dir",
     "library_path",
     "normalize_arch",
+    "normalize_release",
 ]
 
 LCE_VERSION = "0.16.0"
-LITERT_VERSION = "1.2.0"
+# The LiteRT release built for by default: its `ai-edge-litert` wheels cover Python 3.10-3.13 on
+# x86-64 and aarch64 (1.2.0 stops at 3.12, so not on Raspberry Pi OS trixie).
+LITERT_VERSION = "2.2.0"
 # Bumped whenever xnor_lite/native/ changes its C interface.
 ABI_VERSION = 1
 
@@ -61,14 +71,40 @@ ABI_VERSION = 1
 SOURCES = {
     "lce-0.16.0": ("github.com/larq/compute-engine", "v0.16.0",
                    "8da5a1974c33c9fc5ff1fda63df7a361f016de22"),
-    "ruy-3286a34": ("github.com/google/ruy", "(LiteRT v1.2.0's pin)",
+    "ruy-3286a34": ("github.com/google/ruy", "(the pin of LiteRT v1.2.0 and v2.2.0)",
                     "3286a34cc8de6149ac6844107dfdffac91531e72"),
+    "litert-2.2.0": ("github.com/google-ai-edge/LiteRT", "v2.2.0",
+                     "145c7523ff08d5e57ab5c582141775eea47da9c7"),
+    "flatbuffers-1872409": ("github.com/google/flatbuffers", "v25.9.23 (LiteRT v2.2.0's pin)",
+                            "187240970746d00bbd26b0f5873ed54d2477f9f3"),
+    "abseil-cpp-5650e9c": ("github.com/abseil/abseil-cpp", "20260526.0 (LiteRT v2.2.0's pin; headers only)",
+                           "5650e9cf76d3be4318d5fa3af38ee483ddfd5e4a"),
     "litert-1.2.0": ("github.com/google-ai-edge/LiteRT", "v1.2.0",
                      "f005cb1938eb166db5ac75102bb546e59ccb6499"),
-    "litert-91b3dc4": ("github.com/google-ai-edge/LiteRT", "main (tflite/converter/ headers)",
+    "litert-91b3dc4": ("github.com/google-ai-edge/LiteRT", "main (tflite/converter/ headers for v1.2.0)",
                        "91b3dc4d697fec85c82fe5055a1292e8f44377b1"),
     "flatbuffers-e646392": ("github.com/google/flatbuffers", "v24.3.25+4 (LiteRT v1.2.0's pin)",
                             "e6463926479bd6b330cbcf673f7e917803fd5831"),
+}
+
+
+class _Release:
+    """How to build against one LiteRT release: its source folders and include mapping."""
+
+    def __init__(self, litert: str, flatbuffers: str, *, converter: str | None = None,
+                 abseil: str | None = None):
+        self.litert, self.flatbuffers, self.converter, self.abseil = litert, flatbuffers, converter, abseil
+
+    def folders(self) -> list[str]:
+        return ["lce-0.16.0", "ruy-3286a34", self.litert, self.flatbuffers,
+                *([self.converter] if self.converter else []), *([self.abseil] if self.abseil else [])]
+
+
+# LiteRT release -> its build. Both compile the same files; v2.2.0 has `tflite/converter/` in its
+# own tree and needs abseil's span header, v1.2.0 takes the converter headers from a later commit.
+RELEASES = {
+    "2.2.0": _Release("litert-2.2.0", "flatbuffers-1872409", abseil="abseil-cpp-5650e9c"),
+    "1.2.0": _Release("litert-1.2.0", "flatbuffers-e646392", converter="litert-91b3dc4"),
 }
 
 _LCE_FILES = [
@@ -125,6 +161,12 @@ _COMMON_FLAGS = [
 ]
 
 
+# libstdc++ and libgcc are linked in (and hidden by the version script), so the library needs only
+# glibc: it loads on any distribution whose glibc is new enough, whatever its compiler (the
+# wheel's platform tag is read off the built file, `xnor_lite.wheel`).
+_LINK_FLAGS = ["-Wl,--no-undefined", "-Wl,--gc-sections", "-static-libstdc++", "-static-libgcc"]
+
+
 class BuildError(RuntimeError):
     """A tool, package or source the build needs is missing, or a compile failed."""
 
@@ -169,36 +211,51 @@ def _host_march() -> str:
     return "x86-64-v2"
 
 
-def _arch_flags(arch: str) -> list[str]:
+def _arch_flags(arch: str, portable: bool = False) -> list[str]:
     if arch == "x86_64":
         # LCE's x86 binary kernels are plain C++: the compiler's vectorisation for this CPU is
-        # what makes them as fast as LCE's own wheel (x86-64-v2 measured ~0.8x of it).
-        march = _host_march() if normalize_arch("host") == "x86_64" else "x86-64-v2"
+        # what makes them as fast as LCE's own wheel (x86-64-v2 measured ~0.8x of it). A library
+        # for other machines (a wheel) takes x86-64-v2: SSE4.2 and POPCNT, every x86-64 CPU
+        # since 2009.
+        local = normalize_arch("host") == "x86_64" and not portable
+        march = _host_march() if local else "x86-64-v2"
         return [f"-march={march}", *_ARCH_FLAGS[arch]]
     return list(_ARCH_FLAGS[arch])
 
 
-def _own_sources_digest(arch: str) -> str:
+def _own_sources_digest(arch: str, portable: bool = False) -> str:
     digest = hashlib.sha256()
     for name in sorted(os.listdir(_NATIVE_DIR)):
         digest.update(name.encode())
         digest.update((_NATIVE_DIR / name).read_bytes())
-    digest.update(" ".join(_COMMON_FLAGS + _arch_flags(arch)).encode())
+    digest.update(" ".join(_COMMON_FLAGS + _arch_flags(arch, portable) + _LINK_FLAGS).encode())
     return digest.hexdigest()[:12]
 
 
+def normalize_release(release: str | None) -> str:
+    """None -> the default LiteRT release (`LITERT_VERSION`); else one of `RELEASES`."""
+    release = LITERT_VERSION if release in (None, "") else str(release).removeprefix("v")
+    if release not in RELEASES:
+        raise BuildError(
+            f"Expected `release` to be a LiteRT release of {sorted(RELEASES)}, got {release!r}."
+        )
+    return release
+
+
 def library_path(arch: str | None = None, out_dir: str | os.PathLike | None = None, *,
-                 keep_symbols: bool = False) -> Path:
-    """Where `build_library` puts (and looks for) the library for `arch`.
+                 keep_symbols: bool = False, release: str | None = None,
+                 portable: bool = False) -> Path:
+    """Where `build_library` puts (and looks for) the library for `arch` and LiteRT `release`.
 
     The file name carries the LCE and LiteRT versions and a digest of this package's native
     sources and flags (the CPU's -march on x86-64), so a library from other sources or for
     another CPU is never taken for this one.
     """
     arch = normalize_arch(arch)
+    release = normalize_release(release)
     suffix = "-symbols" if keep_symbols else ""
-    name = (f"libxnor_lite-lce{LCE_VERSION}-litert{LITERT_VERSION}-{arch}-"
-            f"{_own_sources_digest(arch)}{suffix}.so")
+    name = (f"libxnor_lite-lce{LCE_VERSION}-litert{release}-{arch}-"
+            f"{_own_sources_digest(arch, portable)}{suffix}.so")
     return Path(out_dir or default_cache_dir()) / name
 
 
@@ -214,28 +271,30 @@ def _compiler(arch: str) -> tuple[str, str]:
     raise BuildError(f"Cannot build for {arch} on {host}: build on the device itself.")
 
 
-def _check_sources(source_dir: Path) -> None:
-    missing = [name for name in SOURCES if not (source_dir / name).is_dir()]
+def _check_sources(source_dir: Path, release: str) -> None:
+    wanted = RELEASES[release].folders()
+    missing = [name for name in wanted if not (source_dir / name).is_dir()]
     if missing:
-        lines = [f"  {name}: {repo} at {ref} ({commit})"
-                 for name, (repo, ref, commit) in SOURCES.items() if name in missing]
+        lines = [f"  {name}: {SOURCES[name][0]} at {SOURCES[name][1]} ({SOURCES[name][2]})"
+                 for name in missing]
         raise BuildError(
-            f"Expected `source_dir` ({source_dir}) to hold the pinned upstream sources; missing:\n"
-            + "\n".join(lines)
+            f"Expected `source_dir` ({source_dir}) to hold the pinned upstream sources for LiteRT "
+            f"{release}; missing:\n" + "\n".join(lines)
             + "\nSee `python -m xnor_lite.build --help` for how to get them."
         )
 
 
-def _include_flags(source_dir: Path, work_dir: Path) -> list[str]:
-    # LCE includes `tensorflow/lite/...`, LiteRT's wrapper headers include
-    # `tensorflow/compiler/mlir/lite/...`: map both prefixes onto the LiteRT trees.
+def _include_flags(source_dir: Path, work_dir: Path, release: str) -> list[str]:
+    # LCE includes `tensorflow/lite/...`; v1.2.0's wrapper headers also include
+    # `tensorflow/compiler/mlir/lite/...`: map those prefixes onto the LiteRT trees.
+    spec = RELEASES[release]
     inc = work_dir / "inc"
     (inc / "tensorflow" / "compiler" / "mlir").mkdir(parents=True, exist_ok=True)
-    for link, target in (
-        (inc / "tensorflow" / "lite", source_dir / "litert-1.2.0" / "tflite"),
-        (inc / "tensorflow" / "compiler" / "mlir" / "lite",
-         source_dir / "litert-91b3dc4" / "tflite" / "converter"),
-    ):
+    links = [(inc / "tensorflow" / "lite", source_dir / spec.litert / "tflite")]
+    if spec.converter:
+        links.append((inc / "tensorflow" / "compiler" / "mlir" / "lite",
+                      source_dir / spec.converter / "tflite" / "converter"))
+    for link, target in links:
         if link.is_symlink() and Path(os.readlink(link)) != target:
             link.unlink()
         if not link.is_symlink():
@@ -244,10 +303,11 @@ def _include_flags(source_dir: Path, work_dir: Path) -> list[str]:
         f"-I{_NATIVE_DIR}",
         f"-I{source_dir / 'lce-0.16.0'}",
         f"-I{inc}",
-        f"-I{source_dir / 'litert-1.2.0'}",
-        f"-I{source_dir / 'litert-91b3dc4'}",
+        f"-I{source_dir / spec.litert}",
+        *([f"-I{source_dir / spec.converter}"] if spec.converter else []),
         f"-I{source_dir / 'ruy-3286a34'}",
-        f"-I{source_dir / 'flatbuffers-e646392' / 'include'}",
+        f"-I{source_dir / spec.flatbuffers / 'include'}",
+        *([f"-I{source_dir / spec.abseil}"] if spec.abseil else []),
         f"-isystem{_GEMMLOWP_DIR}",
     ]
 
@@ -255,23 +315,29 @@ def _include_flags(source_dir: Path, work_dir: Path) -> list[str]:
 def build_library(
     arch: str | None = None,
     *,
+    release: str | None = None,
     source_dir: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
     force: bool = False,
     keep_symbols: bool = False,
+    portable: bool = False,
     log=print,
 ) -> Path:
     """Builds (or finds, already built) the LCE op library for `arch`; returns its path.
 
     Args:
       arch: "host" (default), "x86_64" or "aarch64" ("arm64" is accepted).
+      release: the LiteRT release whose `ai-edge-litert` wheel will load the library:
+        "2.2.0" (default) or "1.2.0".
       source_dir: the pinned upstream sources (default: `default_source_dir()`).
       out_dir: where the library goes (default: `default_cache_dir()`). Object files are kept
         in a subfolder there, so a rebuild after a change of our own sources takes seconds.
       jobs: parallel compiles (default: the number of CPUs).
       force: rebuild even if the library exists.
       keep_symbols: keep the symbol table (for profilers; same code, a separate file name).
+      portable: for any CPU of `arch`, not just this one (x86-64: x86-64-v2 instead of this
+        CPU's -march; aarch64 libraries are always ARMv8.0-A). Wheels are built portable.
       log: called with one line per step.
 
     Raises:
@@ -279,12 +345,15 @@ def build_library(
         upstream repository to get), or a failed compile.
     """
     arch = normalize_arch(arch)
-    target = library_path(arch, out_dir, keep_symbols=keep_symbols)
+    release = normalize_release(release)
+    spec = RELEASES[release]
+    target = library_path(arch, out_dir, keep_symbols=keep_symbols, release=release,
+                          portable=portable)
     if target.exists() and not force:
         log(f"[xnor_lite.build] up to date: {target}")
         return target
     source_dir = Path(source_dir or default_source_dir()).resolve()
-    _check_sources(source_dir)
+    _check_sources(source_dir, release)
     cxx, package = _compiler(arch)
     if shutil.which(cxx) is None:
         raise BuildError(f"Compiler {cxx!r} not found: apt-get install {package}")
@@ -292,21 +361,21 @@ def build_library(
         raise BuildError(f"{_GEMMLOWP_DIR}/public/gemmlowp.h not found: apt-get install libgemmlowp-dev")
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    build_info = (f"xnor_lite={ABI_VERSION} lce={LCE_VERSION} litert={LITERT_VERSION} "
+    build_info = (f"xnor_lite={ABI_VERSION} lce={LCE_VERSION} litert={release} "
                   f"ruy=3286a34 arch={arch}")
-    flags = _COMMON_FLAGS + _arch_flags(arch) + [f'-DXNOR_LITE_BUILD_INFO="{build_info}"']
+    flags = _COMMON_FLAGS + _arch_flags(arch, portable) + [f'-DXNOR_LITE_BUILD_INFO="{build_info}"']
     flags_key = hashlib.sha256(" ".join([cxx, *flags, str(source_dir)]).encode()).hexdigest()[:12]
-    obj_dir = target.parent / f"obj-{arch}-lce{LCE_VERSION}-litert{LITERT_VERSION}-{flags_key}"
+    obj_dir = target.parent / f"obj-{arch}-lce{LCE_VERSION}-litert{release}-{flags_key}"
     obj_dir.mkdir(parents=True, exist_ok=True)
-    includes = _include_flags(source_dir, obj_dir)
+    includes = _include_flags(source_dir, obj_dir, release)
 
     units = (
         [(source_dir / "lce-0.16.0" / f, f) for f in _LCE_FILES]
-        + [(source_dir / "litert-1.2.0" / f, f) for f in _LITERT_FILES]
+        + [(source_dir / spec.litert / f, f) for f in _LITERT_FILES]
         + [(source_dir / "ruy-3286a34" / f, f) for f in _RUY_FILES]
-        + [(_NATIVE_DIR / f, f"native/{f}@{_own_sources_digest(arch)}") for f in _OWN_FILES]
+        + [(_NATIVE_DIR / f, f"native/{f}@{_own_sources_digest(arch, portable)}") for f in _OWN_FILES]
     )
-    log(f"[xnor_lite.build] {arch} with {cxx}: {len(units)} files from {source_dir}")
+    log(f"[xnor_lite.build] {arch}, LiteRT {release}, with {cxx}: {len(units)} files from {source_dir}")
 
     def compile_one(unit: tuple[Path, str]) -> Path:
         src, key = unit
@@ -331,17 +400,43 @@ def build_library(
         tmp_path = Path(tmp.name)
     try:
         cmd = [cxx, "-shared", "-o", str(tmp_path), *map(str, objects),
-               f"-Wl,--version-script={version_script}", "-Wl,--no-undefined",
-               "-Wl,--gc-sections", *([] if keep_symbols else ["-s"]), "-lpthread"]
+               f"-Wl,--version-script={version_script}", *_LINK_FLAGS,
+               *([] if keep_symbols else ["-s"]), "-lpthread"]
         log(f"[xnor_lite.build] linking {target.name}")
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise BuildError(f"linking failed:\n{result.stderr[-4000:]}")
+        tmp_path.chmod(0o755)
         tmp_path.replace(target)
     finally:
         tmp_path.unlink(missing_ok=True)
     log(f"[xnor_lite.build] built {target} ({target.stat().st_size / 1024:.0f} KiB)")
     return target
+
+
+def build_wheel(
+    arch: str | None = None,
+    *,
+    out_dir: str | os.PathLike = "dist",
+    release: str | None = None,
+    source_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    log=print,
+) -> Path:
+    """Builds the portable op library for `arch` (cached) and packs `xnor_lite` with it into a
+    platform wheel in `out_dir` (see `xnor_lite.wheel`); returns the wheel's path."""
+    from xnor_lite import __version__, wheel
+
+    release = normalize_release(release)
+    library = build_library(arch, release=release, source_dir=source_dir, out_dir=cache_dir,
+                            jobs=jobs, portable=True, log=log)
+    try:
+        path = wheel.write_wheel(library, out_dir, version=__version__, litert_release=release)
+    except wheel.WheelError as error:
+        raise BuildError(str(error)) from error
+    log(f"[xnor_lite.build] wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,14 +448,25 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("--arch", default="host", help="host (default), x86_64 or aarch64")
+    parser.add_argument("--release", default=LITERT_VERSION, choices=sorted(RELEASES),
+                        help=f"LiteRT release of the ai-edge-litert wheel that loads the library "
+                             f"(default {LITERT_VERSION})")
+    parser.add_argument("--wheel", action="store_true",
+                        help="write an installable xnor_lite wheel with the library to --out-dir "
+                             "(default ./dist)")
     parser.add_argument("--source-dir", help=f"pinned upstream sources (default: {default_source_dir()})")
-    parser.add_argument("--out-dir", help=f"output folder (default: {default_cache_dir()})")
+    parser.add_argument("--out-dir", help=f"output folder (default: {default_cache_dir()}; "
+                                          "with --wheel: ./dist)")
     parser.add_argument("--jobs", type=int, help="parallel compiles (default: all CPUs)")
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
     try:
-        path = build_library(args.arch, source_dir=args.source_dir, out_dir=args.out_dir,
-                             jobs=args.jobs, force=args.force)
+        if args.wheel:
+            path = build_wheel(args.arch, out_dir=args.out_dir or "dist", release=args.release,
+                               source_dir=args.source_dir, jobs=args.jobs)
+        else:
+            path = build_library(args.arch, release=args.release, source_dir=args.source_dir,
+                                 out_dir=args.out_dir, jobs=args.jobs, force=args.force)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

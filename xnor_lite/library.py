@@ -10,7 +10,7 @@ from pathlib import Path
 
 from xnor_lite import build
 
-__all__ = ["LibraryError", "OpLibrary", "find_library", "load_library"]
+__all__ = ["LibraryError", "OpLibrary", "bundled_libraries", "find_library", "load_library"]
 
 # The pip distribution that provides the runtime the library plugs into.
 RUNTIME_DISTRIBUTION = "ai-edge-litert"
@@ -63,11 +63,14 @@ class OpLibrary:
         built_for = self.build_info.get("litert")
         installed = runtime_version()
         if built_for != installed:
+            rebuild = (f"rebuild for {installed} (python -m xnor_lite.build --release {installed})"
+                       if installed in build.RELEASES else
+                       f"use a LiteRT release xnor_lite builds for ({', '.join(sorted(build.RELEASES))})")
             raise LibraryError(
                 f"{self.path.name} was built against LiteRT {built_for}, but "
                 f"{RUNTIME_DISTRIBUTION} {installed} is installed: its op resolver's layout may "
-                f"differ. Install {RUNTIME_DISTRIBUTION}=={built_for}, or rebuild for "
-                f"{installed} (python -m xnor_lite.build)."
+                f"differ. Install {RUNTIME_DISTRIBUTION}=={built_for} "
+                f"(pip install \"{RUNTIME_DISTRIBUTION}=={built_for}\"), or {rebuild}."
             )
         if str(self.build_info.get("xnor_lite")) != str(build.ABI_VERSION):
             raise LibraryError(
@@ -102,11 +105,36 @@ class OpLibrary:
 _LOADED: dict[Path, OpLibrary] = {}
 
 
+_BUNDLED_DIR = Path(__file__).resolve().parent / "lib"
+
+
+def bundled_libraries() -> list[Path]:
+    """Op libraries installed with this package (a platform wheel's `xnor_lite/lib/`) for
+    this machine, those for the installed runtime's release first."""
+    arch = build.normalize_arch("host")
+    found = sorted(_BUNDLED_DIR.glob(f"libxnor_lite-*-{arch}-*.so")) if _BUNDLED_DIR.is_dir() else []
+    try:
+        release = runtime_version()
+    except LibraryError:
+        return found
+    return sorted(found, key=lambda path: f"-litert{release}-" not in path.name)
+
+
 def find_library() -> Path | None:
-    """The op library to use: `$XNOR_LITE_LIBRARY`, else the built one in the cache, else None."""
+    """The op library to use: `$XNOR_LITE_LIBRARY`, else the one the wheel installed, else the
+    one built into the cache (`python -m xnor_lite.build`) for the installed runtime, else None."""
     if os.environ.get("XNOR_LITE_LIBRARY"):
         return Path(os.environ["XNOR_LITE_LIBRARY"])
-    path = build.library_path(platform.machine())
+    bundled = bundled_libraries()
+    if bundled:
+        return bundled[0]
+    try:
+        release = runtime_version()
+    except LibraryError:
+        release = build.LITERT_VERSION
+    if release not in build.RELEASES:
+        release = build.LITERT_VERSION
+    path = build.library_path(platform.machine(), release=release)
     return path if path.exists() else None
 
 
@@ -116,9 +144,10 @@ def load_library(path: str | os.PathLike | None = None) -> OpLibrary:
         path = find_library()
         if path is None:
             raise LibraryError(
-                "No xnor_lite op library found for this machine "
-                f"({build.library_path(platform.machine())}). Build it once with "
-                "`python -m xnor_lite.build`, or set XNOR_LITE_LIBRARY to a built library."
+                "No xnor_lite op library found for this machine: install the xnor_lite wheel "
+                f"for {platform.machine()} (it carries one), or build it once with "
+                f"`python -m xnor_lite.build` (into {build.library_path(platform.machine())}), "
+                "or set XNOR_LITE_LIBRARY to a built library."
             )
     path = Path(path).resolve()
     if not path.exists():
