@@ -3,7 +3,7 @@
 Called by `xnor_lite.emulate.Arm64Target.predict` as
 `python3 -m xnor_lite._guest REQUEST.json`; the request names the flatbuffer, the inputs
 (.npy), the interpreter settings and where the outputs go (.npy). Prints one JSON line with the
-library's build info and the machine it ran on.
+library's build info and path, and the machine and Python it ran on.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from xnor_lite.library import load_library
 def main(request_path: str) -> int:
     with open(request_path) as f:
         request = json.load(f)
-    library = load_library(request["library"])
+    # None: the library the installed wheel carries, found as on a Pi.
+    library = load_library(request.get("library"))
     interpreter = Interpreter(
         request["flatbuffer"],
         num_threads=request["num_threads"],
@@ -35,6 +36,8 @@ def main(request_path: str) -> int:
     print(json.dumps({
         "machine": platform.machine(),
         "build_info": library.build_info,
+        "library": str(library.path),
+        "python": platform.python_version(),
         "live_backend_contexts": library.live_backend_contexts(),
     }))
     return 0

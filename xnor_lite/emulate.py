@@ -1,16 +1,25 @@
-"""An emulated arm64 target on an x86-64 Debian/Ubuntu host: LCE's aarch64 kernels, run for real.
+"""An emulated arm64 target on an x86-64 Debian/Ubuntu host: a Raspberry Pi OS base, run for real.
 
 `Arm64Target().setup()` makes, once, a cached arm64 machine image without a VM:
-- a minimal Debian bookworm arm64 root with python3 and numpy (`debootstrap --foreign`, whose
-  packages are unpacked here with `dpkg-deb`, so no binfmt or chroot is needed);
-- the aarch64 `ai-edge-litert` wheel (and `flatbuffers`) unpacked into it;
-- the op library cross-compiled for aarch64 (`xnor_lite.build`).
-Programs then run as `qemu-aarch64 -L ROOT ROOT/usr/bin/python3 ...`: every instruction of
-LiteRT, ruy and LCE's kernels is aarch64 code, translated by QEMU's user-mode emulator.
+- a minimal Debian arm64 root, **trixie** (Raspberry Pi OS's base since October 2025, Python
+  3.13) by default or **bookworm** (Python 3.11), with python3, pip, venv and numpy
+  (`debootstrap --foreign`, whose packages are unpacked here with `dpkg-deb`, so no binfmt
+  handler or chroot is needed);
+- a virtual environment in it, where xnor_lite's aarch64 wheel (`xnor_lite.build --wheel`) and
+  the `ai-edge-litert` release it depends on are installed **by the root's own pip, run under
+  qemu**: the commands docs/DEPLOYING.md gives a Pi user.
+Programs then run as `qemu-aarch64 -L ROOT ROOT/opt/xnor-env/bin/python3 ...`: every instruction
+of Python, LiteRT, ruy and LCE's kernels is aarch64 code, translated by QEMU's user-mode emulator.
+
+QEMU 7.2 (Debian bookworm's) shows the guest the host's /proc/cpuinfo, on which the aarch64
+LiteRT 2.2 runtime's CPU detection crashes. With `-L ROOT`, QEMU looks for every path the guest
+opens under ROOT first, so the root carries a Raspberry Pi 4's (Cortex-A72) `proc/cpuinfo`, which
+the guest reads instead; no mount namespace or privilege is needed. The CPU features that select
+kernels come from the emulated CPU (`-cpu`, its AT_HWCAP), not from that file.
 
 Command line:
 
-    python -m xnor_lite.emulate setup            # first time ~2 min, then instant
+    python -m xnor_lite.emulate setup [--release trixie|bookworm]   # first time ~2-4 min, then seconds
     python -m xnor_lite.emulate run model.tflite inputs.npy -o outputs.npy [--kernel ...]
 
 Missing host tools give one line naming the Debian packages and exit 2.
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -28,19 +38,31 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from xnor_lite import build
 
-__all__ = ["Arm64Target", "EmulationError", "missing_host_tools"]
+__all__ = ["Arm64Target", "DEBIAN_RELEASES", "DEFAULT_RELEASE", "EmulationError", "missing_host_tools"]
 
-DEBIAN_RELEASE = "bookworm"  # python3.11: the cp311 wheel of ai-edge-litert 1.2.0 fits it
-ROOT_PACKAGES = ("python3", "python3-numpy")
-WHEELS = (f"ai-edge-litert=={build.LITERT_VERSION}", "flatbuffers==25.12.19")
-WHEEL_PLATFORM = "manylinux_2_17_aarch64"
+# Debian release -> its python3. trixie is Raspberry Pi OS's base today; bookworm its previous one.
+DEBIAN_RELEASES = {"trixie": "3.13", "bookworm": "3.11"}
+DEFAULT_RELEASE = "trixie"
+ROOT_PACKAGES = ("python3", "python3-pip", "python3-venv", "python3-numpy")
+VENV = Path("opt") / "xnor-env"
+# What a Raspberry Pi 4 (4x Cortex-A72) shows in /proc/cpuinfo; see the module docstring.
+_CPUINFO_CORE = """processor\t: {i}
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x0
+CPU part\t: 0xd08
+CPU revision\t: 3
+"""
+CPUINFO = "\n".join(_CPUINFO_CORE.format(i=i) for i in range(4)) + (
+    "\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n")
 
 # host tool -> Debian package
 HOST_TOOLS = {
@@ -78,7 +100,7 @@ def _debian_mirror() -> str:
                     fields[key.strip().lower()] = value.split()
             suites = fields.get("suites", [])
             if "deb" in fields.get("types", []) and any(
-                s in (DEBIAN_RELEASE, "trixie", "sid", "stable", "testing") for s in suites
+                s in (*DEBIAN_RELEASES, "sid", "stable", "testing") for s in suites
             ):
                 candidates += [u for u in fields.get("uris", []) if "security" not in u]
     for path in [Path("/etc/apt/sources.list"), *sorted(sources_dir.glob("*.list"))]:
@@ -102,10 +124,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 class Arm64Target:
-    """A cached, emulated Debian arm64 machine with xnor_lite's runtime installed.
+    """A cached, emulated Debian arm64 machine with xnor_lite's wheel installed by pip.
 
     Args:
-      cache_dir: where the root, wheels and library live (default: `xnor_lite.build`'s cache).
+      cache_dir: where the roots, wheels and libraries live (default: `xnor_lite.build`'s cache).
+      release: the Debian release of the root: "trixie" (default; Python 3.13, today's
+        Raspberry Pi OS) or "bookworm" (Python 3.11).
+      litert: the LiteRT release the wheel's library is built for, and so the `ai-edge-litert`
+        that pip installs (default `xnor_lite.build.LITERT_VERSION`).
       source_dir: the pinned upstream sources for the library (default: `build`'s default).
       cpu: QEMU's CPU model (`qemu-aarch64 -cpu help`), e.g. "cortex-a72" for a Raspberry Pi 4,
         which lacks the dot-product instructions; default QEMU's "max", which has them. The CPU's
@@ -113,24 +139,36 @@ class Arm64Target:
       log: called with one line per setup step.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike | None = None, *,
-                 source_dir: str | os.PathLike | None = None, cpu: str | None = None, log=print):
+    def __init__(self, cache_dir: str | os.PathLike | None = None, *, release: str = DEFAULT_RELEASE,
+                 litert: str | None = None, source_dir: str | os.PathLike | None = None,
+                 cpu: str | None = None, log=print):
+        if release not in DEBIAN_RELEASES:
+            raise EmulationError(
+                f"Expected `release` to be one of {sorted(DEBIAN_RELEASES)}, got {release!r}."
+            )
         self.cache_dir = Path(cache_dir or build.default_cache_dir())
-        self.root = self.cache_dir / f"arm64-{DEBIAN_RELEASE}-litert{build.LITERT_VERSION}"
-        self.site = self.root / "opt" / "xnor_lite" / "site"
+        self.release = release
+        self.litert = build.normalize_release(litert)
+        self.root = self.cache_dir / f"arm64-{release}"
+        self.venv = self.root / VENV.parent / f"{VENV.name}-litert{self.litert}"
         self.source_dir = source_dir
         self.cpu = cpu
         self.log = log
-        self.library: Path | None = None
+        self.wheel: Path | None = None
+        self.library: Path | None = None  # the library pip installed with the wheel
         self.last_report: dict | None = None  # what the last `predict` reported from the target
 
     # -- setup -------------------------------------------------------------------------------
 
-    def _stamp(self) -> Path:
-        return self.root / ".xnor_lite-ready.json"
+    def _root_stamp(self) -> Path:
+        return self.root / ".xnor_lite-root.json"
 
-    def _wanted(self) -> dict:
-        return {"release": DEBIAN_RELEASE, "packages": list(ROOT_PACKAGES), "wheels": list(WHEELS)}
+    def _wanted_root(self) -> dict:
+        return {"release": self.release, "packages": list(ROOT_PACKAGES),
+                "cpuinfo": hashlib.sha256(CPUINFO.encode()).hexdigest()[:12]}
+
+    def _wheel_stamp(self) -> Path:
+        return self.venv / ".xnor_lite-wheel.json"
 
     @contextlib.contextmanager
     def _lock(self):
@@ -140,24 +178,28 @@ class Arm64Target:
             yield
 
     def setup(self) -> "Arm64Target":
-        """Makes the root, installs the wheels and builds the library, each only if missing."""
+        """Makes the root and the venv, builds the wheel and installs it with the root's pip,
+        each only if missing or out of date (the wheel is reinstalled when its bytes change)."""
         missing = missing_host_tools()
         if missing:
             raise EmulationError(
                 f"The arm64 target needs Debian packages: apt-get install {' '.join(missing)}"
             )
         with self._lock():
-            stamp = self._stamp()
-            ready = stamp.exists() and json.loads(stamp.read_text()) == self._wanted()
-            if not ready:
-                started = time.time()
+            started = time.time()
+            stamp = self._root_stamp()
+            if not (stamp.exists() and json.loads(stamp.read_text()) == self._wanted_root()):
                 self._make_root()
-                self._install_wheels()
-                stamp.write_text(json.dumps(self._wanted()))
-                self.log(f"[xnor_lite.emulate] arm64 root ready in {time.time() - started:.0f} s: {self.root}")
-            self.library = build.build_library(
-                "aarch64", source_dir=self.source_dir, out_dir=self.cache_dir, log=self.log
-            )
+                stamp.write_text(json.dumps(self._wanted_root()))
+                self.log(f"[xnor_lite.emulate] arm64 {self.release} root ready in "
+                         f"{time.time() - started:.0f} s: {self.root}")
+            if not (self.venv / "pyvenv.cfg").exists():
+                self._make_venv()
+            self.wheel = build.build_wheel("aarch64", out_dir=self.cache_dir / "wheels",
+                                           release=self.litert, source_dir=self.source_dir,
+                                           cache_dir=self.cache_dir, log=self.log)
+            self._install_wheel(self.wheel)
+            self.library = self._installed_library()
         return self
 
     def _make_root(self) -> None:
@@ -166,9 +208,9 @@ class Arm64Target:
         staging = Path(tempfile.mkdtemp(prefix="arm64-root-", dir=self.cache_dir))
         try:
             mirror = _debian_mirror()
-            self.log(f"[xnor_lite.emulate] debootstrap arm64 {DEBIAN_RELEASE} from {mirror} ...")
+            self.log(f"[xnor_lite.emulate] debootstrap arm64 {self.release} from {mirror} ...")
             cmd = ["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-                   f"--include={','.join(ROOT_PACKAGES)}", DEBIAN_RELEASE, str(staging), mirror]
+                   f"--include={','.join(ROOT_PACKAGES)}", self.release, str(staging), mirror]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
                 raise EmulationError(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -185,50 +227,80 @@ class Arm64Target:
             for name, sub in (("libblas.so.3", "blas"), ("liblapack.so.3", "lapack")):
                 if (libdir / sub / name).exists() and not (libdir / name).exists():
                     (libdir / name).symlink_to(Path(sub) / name)
+            (staging / "proc").mkdir(exist_ok=True)
+            (staging / "proc" / "cpuinfo").write_text(CPUINFO)
             staging.rename(self.root)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _install_wheels(self) -> None:
-        wheel_dir = Path(tempfile.mkdtemp(prefix="wheels-", dir=self.cache_dir))
-        try:
-            self.log(f"[xnor_lite.emulate] downloading {', '.join(WHEELS)} for {WHEEL_PLATFORM} ...")
-            base = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                    "--only-binary=:all:", "--platform", WHEEL_PLATFORM, "--python-version", "3.11",
-                    "--implementation", "cp", "-d", str(wheel_dir), *WHEELS]
-            result = subprocess.run(base, capture_output=True, text=True)
-            if result.returncode != 0:
-                # A pip configured with local extra indexes can fail to resolve foreign platforms;
-                # the package index alone resolves them.
-                result = subprocess.run(base[:4] + ["--isolated"] + base[4:], capture_output=True, text=True)
-            if result.returncode != 0:
-                raise EmulationError(f"pip download failed:\n{result.stderr[-2000:]}")
-            if self.site.exists():
-                shutil.rmtree(self.site)
-            self.site.mkdir(parents=True)
-            for wheel in sorted(wheel_dir.glob("*.whl")):
-                with zipfile.ZipFile(wheel) as archive:
-                    archive.extractall(self.site)
-            for so in self.site.rglob("*.so"):
-                so.chmod(0o755)
-        finally:
-            shutil.rmtree(wheel_dir, ignore_errors=True)
+    def _guest(self, python: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+        cmd = ["qemu-aarch64", "-L", str(self.root), str(python), *args]
+        result = subprocess.run(cmd, env=self.python_env(), capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            raise EmulationError(
+                f"arm64 {python.name} {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout[-1500:]}{result.stderr[-2500:]}"
+            )
+        return result
+
+    def _make_venv(self) -> None:
+        # A Pi user runs `python3 -m venv --system-site-packages DIR` (Debian's numpy comes
+        # through). Here venv's ensurepip would exec the aarch64 python directly, which the host
+        # can't without a binfmt handler: the venv is made without pip, and the root's own pip
+        # (python3-pip, visible through the system site-packages) installs into it.
+        self.log(f"[xnor_lite.emulate] python3 -m venv --system-site-packages {self.venv} (under qemu)")
+        if self.venv.exists():
+            shutil.rmtree(self.venv)
+        self._guest(self.root / "usr" / "bin" / "python3", "-m", "venv", "--system-site-packages",
+                    "--without-pip", str(self.venv))
+
+    def _install_wheel(self, wheel: Path) -> None:
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        wanted = {"wheel": wheel.name, "sha256": digest}
+        stamp = self._wheel_stamp()
+        previous = json.loads(stamp.read_text()) if stamp.exists() else None
+        if previous == wanted:
+            return
+        # The first install brings ai-edge-litert and its dependencies from the package index;
+        # later ones only replace xnor_lite (its sources or library changed).
+        options = ["--no-deps", "--force-reinstall"] if previous else []
+        self.log(f"[xnor_lite.emulate] pip install {' '.join(options)} {wheel.name} "
+                 f"(the root's pip, under qemu) ...")
+        started = time.time()
+        stamp.unlink(missing_ok=True)
+        self._guest(self.python_path(), "-m", "pip", "install", "--no-compile",
+                    "--disable-pip-version-check", "--no-input", *options, str(wheel))
+        stamp.write_text(json.dumps(wanted))
+        self.log(f"[xnor_lite.emulate] installed in {time.time() - started:.0f} s")
+
+    def _installed_library(self) -> Path:
+        found = sorted(self.venv.glob("lib/python3*/site-packages/xnor_lite/lib/libxnor_lite-*.so"))
+        if len(found) != 1:
+            raise EmulationError(f"Expected one op library installed by the wheel in {self.venv}, "
+                                 f"found {[str(p) for p in found]}.")
+        return found[0]
 
     # -- running -----------------------------------------------------------------------------
 
+    def python_path(self) -> Path:
+        """The venv's python3 (a link to the root's aarch64 python3)."""
+        return self.venv / "bin" / "python3"
+
     def python_command(self, *args: str, plugin: str | None = None) -> list[str]:
-        """The host command line that runs the target's python3 with `args`."""
+        """The host command line that runs the target venv's python3 with `args`."""
         cmd = ["qemu-aarch64", "-L", str(self.root)]
         if self.cpu:
             cmd += ["-cpu", self.cpu]
         if plugin:
             cmd += ["-plugin", plugin, "-d", "plugin"]
-        return cmd + [str(self.root / "usr" / "bin" / "python3"), *args]
+        return cmd + [str(self.python_path()), *args]
 
     def python_env(self) -> dict[str, str]:
-        package_parent = str(Path(__file__).resolve().parent.parent)
-        return _clean_env(PYTHONPATH=f"{self.site}{os.pathsep}{package_parent}", PYTHONNOUSERSITE="1")
+        """The host's environment without its Python settings: the guest imports only what the
+        root and its venv hold (xnor_lite as pip installed it, not this checkout)."""
+        return _clean_env(PYTHONNOUSERSITE="1")
 
     def run_python(self, *args: str, timeout: float | None = 600, plugin: str | None = None,
                    check: bool = True) -> subprocess.CompletedProcess:
@@ -245,7 +317,8 @@ class Arm64Target:
 
     def predict(self, flatbuffer, x: np.ndarray, *, num_threads: int = 1, kernel: str = "default",
                 use_xnnpack: bool = False) -> np.ndarray:
-        """Outputs of `flatbuffer` (bytes or path) on `x`, computed by LCE's aarch64 kernels."""
+        """Outputs of `flatbuffer` (bytes or path) on `x`, computed by LCE's aarch64 kernels in
+        the installed wheel (its library found by `xnor_lite.find_library()` on the target)."""
         if self.library is None:
             self.setup()
         with tempfile.TemporaryDirectory(prefix="xnor-arm64-") as tmp:
@@ -258,7 +331,7 @@ class Arm64Target:
             np.save(tmp / "inputs.npy", np.asarray(x, dtype=np.float32))
             request = {
                 "flatbuffer": str(model_path), "inputs": str(tmp / "inputs.npy"),
-                "outputs": str(tmp / "outputs.npy"), "library": str(self.library),
+                "outputs": str(tmp / "outputs.npy"), "library": None,
                 "num_threads": num_threads, "kernel": kernel, "use_xnnpack": use_xnnpack,
             }
             (tmp / "request.json").write_text(json.dumps(request))
@@ -283,12 +356,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--use-xnnpack", action="store_true")
     run.add_argument("--cpu", help="QEMU CPU model, e.g. cortex-a72 (Raspberry Pi 4); default QEMU's max")
     for p in (setup, run):
+        p.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(DEBIAN_RELEASES),
+                       help=f"Debian release of the root (default {DEFAULT_RELEASE}: Raspberry Pi OS's "
+                            "base, Python 3.13; bookworm: Python 3.11)")
+        p.add_argument("--litert", default=build.LITERT_VERSION, choices=sorted(build.RELEASES),
+                       help=f"LiteRT release of the wheel's library and of the ai-edge-litert "
+                            f"installed (default {build.LITERT_VERSION})")
         p.add_argument("--cache-dir", help=f"default: {build.default_cache_dir()}")
     args = parser.parse_args(argv)
     try:
-        target = Arm64Target(args.cache_dir, cpu=getattr(args, "cpu", None)).setup()
+        target = Arm64Target(args.cache_dir, release=args.release, litert=args.litert,
+                             cpu=getattr(args, "cpu", None)).setup()
         if args.command == "setup":
-            print(f"arm64 target ready: root {target.root}, library {target.library}")
+            print(f"arm64 target ready: {args.release} root {target.root}, venv {target.venv}, "
+                  f"wheel {target.wheel.name}")
             return 0
         if not Path(args.flatbuffer).is_file() or not Path(args.inputs).is_file():
             print(f"error: no such file: {args.flatbuffer if not Path(args.flatbuffer).is_file() else args.inputs}",
