@@ -1,12 +1,14 @@
-"""The emulated arm64 target: converted flatbuffers on LCE's aarch64 kernels, against Keras.
+"""The emulated arm64 target, today's Raspberry Pi OS base: converted flatbuffers on LCE's
+aarch64 kernels, against Keras.
 
-Every registered zoo model is converted at a small input size with calibrated BatchNorm and
-verified on the target (`verify(..., target="arm64")`): LCE's kernels cross-compiled for
-aarch64 by xnor_lite, inside the aarch64 ai-edge-litert wheel, under qemu-aarch64. A second,
-independent oracle is LCE's own x86-64 wheel on the same flatbuffer.
+The target is Debian trixie arm64 with its Python 3.13, where xnor_lite's aarch64 wheel and
+ai-edge-litert 2.2.0 were installed by the root's own pip under qemu (the commands a Pi user
+runs). Every registered zoo model is converted at a small input size with calibrated BatchNorm
+and verified there (`verify(..., target="arm64")`); one model also on bookworm (Python 3.11). A
+second, independent oracle is LCE's own x86-64 wheel on the same flatbuffer.
 
-Setting the target up takes ~2 minutes the first time on 2 cores (debootstrap, wheels,
-cross-build), then it is cached (`~/.cache/xnor_lite`). `.ci/run` (via `make test`)
+Setting a target up takes ~1.5 minutes the first time on 2 cores (debootstrap, cross-build,
+pip under qemu), then it is cached (`~/.cache/xnor_lite`). `.ci/run` (via `make test`)
 installs the Debian packages it needs.
 """
 
@@ -36,10 +38,34 @@ def target():
     return arm64_target()
 
 
-def test_target_is_aarch64_with_our_library(target):
-    result = target.run_python("-c", "import platform, xnor_lite; print(platform.machine())")
-    assert result.stdout.strip() == "aarch64"
+_WHO_AM_I = """
+import importlib.util, json, platform, sys, xnor_lite
+print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
+                  "xnor_lite": xnor_lite.__file__, "library": str(xnor_lite.find_library()),
+                  "prefix": sys.prefix, "tensorflow": importlib.util.find_spec("tensorflow") is not None}))
+"""
+
+
+def _who_am_i(target) -> dict:
+    import json
+
+    return json.loads(target.run_python("-c", _WHO_AM_I).stdout.strip().splitlines()[-1])
+
+
+def test_target_is_trixie_python313_with_the_pip_installed_wheel(target):
+    """`import xnor_lite` on Python 3.13 with TensorFlow absent, from the wheel pip installed in
+    the venv, which finds its own bundled library."""
+    assert target.release == "trixie"
+    who = _who_am_i(target)
+    assert who["machine"] == "aarch64"
+    assert who["python"].startswith("3.13.")
+    assert who["tensorflow"] is False
+    site = str(target.venv / "lib" / "python3.13" / "site-packages")
+    assert who["prefix"] == str(target.venv)
+    assert who["xnor_lite"].startswith(site)
+    assert who["library"] == str(target.library) and who["library"].startswith(site)
     assert target.library.name == xnor_lite.build.library_path("aarch64").name
+    assert target.wheel.name.endswith("_aarch64.whl")
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -58,6 +84,7 @@ def test_zoo_model_verifies_on_arm64_kernels(target, name):
     assert target.last_report["machine"] == "aarch64"
     assert target.last_report["build_info"]["arch"] == "aarch64"
     assert target.last_report["live_backend_contexts"] == 0  # freed with the interpreter
+    assert target.last_report["library"] == str(target.library)
 
     # Independent oracle: LCE's own x86-64 wheel on the same flatbuffer.
     arm = target.predict(flatbuffer, x)
@@ -105,3 +132,29 @@ def test_int8_first_and_last_layers_match_the_int8_reference_on_each_cpu(target,
     # Against the Keras model with the same int8 rounding: close, though a rounded value can land
     # on the other side of a later binary layer's sign threshold (verify's int8 tolerances).
     assert np.abs(arm - reference).max() <= 0.1 * np.abs(reference).max()
+
+
+def test_bookworm_target_runs_a_zoo_model_on_python311(target):
+    """Raspberry Pi OS bookworm (Python 3.11), still widespread: the same wheel, installed by
+    bookworm's pip, on one zoo model against Keras."""
+    bookworm = Arm64Target(target.cache_dir, release="bookworm").setup()
+    who = _who_am_i(bookworm)
+    assert who["python"].startswith("3.11.") and who["machine"] == "aarch64"
+    assert bookworm.wheel == target.wheel
+    model = zoo.get_model("XNORResNet18", input_shape=(32, 32, 3), classes=CLASSES)
+    rng = np.random.default_rng(0)
+    calibrate_batchnorm(model, rng.standard_normal((16, 32, 32, 3)).astype(np.float32))
+    x = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
+    flatbuffer = convert.convert(model)
+    arm = bookworm.predict(flatbuffer, x)
+    assert bookworm.last_report["python"].startswith("3.11.")
+    np.testing.assert_allclose(arm, model.predict(x, verbose=0), rtol=0, atol=1e-5)
+    host = lce.testing.Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=True).predict(x)
+    np.testing.assert_allclose(arm, host, rtol=0, atol=1e-5)
+
+
+def test_unknown_debian_release_is_named(target):
+    from xnor_lite.emulate import EmulationError
+
+    with pytest.raises(EmulationError, match=r"`release`.*'buster'"):
+        Arm64Target(target.cache_dir, release="buster")

@@ -237,7 +237,7 @@ class Arm64Target:
     def _guest(self, python: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
         cmd = ["qemu-aarch64", "-L", str(self.root), str(python), *args]
         result = subprocess.run(cmd, env=self.python_env(), capture_output=True, text=True,
-                                timeout=timeout)
+                                timeout=timeout, cwd=self.root)
         if result.returncode != 0:
             raise EmulationError(
                 f"arm64 {python.name} {' '.join(args)} exited {result.returncode}:\n"
@@ -304,11 +304,13 @@ class Arm64Target:
 
     def run_python(self, *args: str, timeout: float | None = 600, plugin: str | None = None,
                    check: bool = True) -> subprocess.CompletedProcess:
-        """Runs the target's python3 with `args` (a script path or `-m module ...`)."""
+        """Runs the target's python3 with `args` (a script path or `-m module ...`), in the
+        venv's folder: `-m` and `-c` put the working folder first on sys.path, and a checkout of
+        this repository there would shadow the installed xnor_lite."""
         if self.library is None:
             self.setup()
         result = subprocess.run(self.python_command(*args, plugin=plugin), env=self.python_env(),
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, cwd=self.venv)
         if check and result.returncode != 0:
             raise EmulationError(
                 f"arm64 python3 {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
