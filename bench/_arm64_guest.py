@@ -39,8 +39,11 @@ def main(request_path: str) -> int:
     # Load the runtime's extension by path first, so that its mapping exists (and is in
     # /proc/self/maps) before the import runs its code.
     spec = importlib.util.find_spec("ai_edge_litert")
-    wheel_so = os.path.join(spec.submodule_search_locations[0], "_pywrap_tensorflow_interpreter_wrapper.so")
-    ctypes.CDLL(wheel_so)
+    for name in ("libpywrap_litert_common.so", "_pywrap_tensorflow_interpreter_wrapper.so"):  # 2.2.0, 1.2.0
+        wheel_so = os.path.join(spec.submodule_search_locations[0], name)
+        if os.path.exists(wheel_so):
+            ctypes.CDLL(wheel_so)
+            break
     # Imported here so that "load" is the model's load, not the first import of LiteRT's Python
     # modules (which xnor_lite's Interpreter imports lazily).
     from ai_edge_litert import interpreter as _litert  # noqa: F401

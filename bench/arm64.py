@@ -1,7 +1,7 @@
 """ARM benchmark: guest instructions per inference on the emulated aarch64 target.
 
 Every zoo model is converted at 224² (1000 classes, BatchNorm statistics calibrated on random
-inputs), run by LCE 0.16's aarch64 kernels inside stock ai-edge-litert 1.2.0 under
+inputs), run by LCE 0.16's aarch64 kernels inside stock ai-edge-litert 2.2.0 under
 `qemu-aarch64` (`xnor_lite.emulate`), 1 thread, and counted by our own TCG plugin
 (`bench/qemu_plugin/insn_count.c`): load, first invocation and steady invocations apart, with
 shares per library and per function. The ARM speed figure is float / binary instructions, the
@@ -236,7 +236,10 @@ class AddressMap:
         name = os.path.basename(path)
         if path and os.path.basename(self.library).replace("-symbols", "") == name.replace("-symbols", ""):
             return "lce"
-        if name.startswith("_pywrap_tensorflow_interpreter_wrapper"):
+        # The runtime's code: one extension in ai-edge-litert 1.2.0, a common library (and the
+        # C API's libLiteRt) in 2.2.0.
+        if name.startswith(("_pywrap_tensorflow_interpreter_wrapper", "libpywrap_litert_common",
+                            "libLiteRt.so")):
             return "litert"
         if re.match(r"lib(c|m)\.so", name):
             return "libc"
@@ -482,7 +485,8 @@ def chart(runs: list[dict], analysis: dict, path: Path) -> None:
         ax.set_xlim(right=max(values) * 8)
         size = rows[0]["size"] if rows else ""
         ax.set_title(f"{fam} family, {size}², 1 thread, emulated aarch64")
-    fig.suptitle("LCE 0.16 on ai-edge-litert 1.2.0 under qemu-aarch64: instructions, not cycles", fontsize=10)
+    fig.suptitle(f"LCE 0.16 on ai-edge-litert {build.LITERT_VERSION} under qemu-aarch64: instructions, not cycles",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,6 +14,8 @@ installs the Debian packages it needs.
 
 from __future__ import annotations
 
+import os
+
 import larq_compute_engine as lce
 import numpy as np
 import pytest
@@ -158,3 +160,33 @@ def test_unknown_debian_release_is_named(target):
 
     with pytest.raises(EmulationError, match=r"`release`.*'buster'"):
         Arm64Target(target.cache_dir, release="buster")
+
+
+def test_a_library_for_another_litert_release_is_refused_on_the_pi(target):
+    """A library built for ai-edge-litert 1.2.0, loaded where pip installed 2.2.0 (Python 3.13
+    has no 1.2.0 wheel): one error that names the release to install."""
+    old = xnor_lite.build.build_library("aarch64", release="1.2.0", out_dir=target.cache_dir,
+                                        log=lambda line: None)
+    code = ("import xnor_lite\ntry:\n    xnor_lite.load_library(%r)\n"
+            "except xnor_lite.LibraryError as error:\n    print('LibraryError:', error)\n" % str(old))
+    out = target.run_python("-c", code).stdout
+    assert out.startswith("LibraryError:"), out
+    assert "built against LiteRT 1.2.0" in out and "ai-edge-litert 2.2.0 is installed" in out
+    assert 'pip install "ai-edge-litert==1.2.0"' in out
+
+@pytest.mark.skipif(not os.environ.get("XNOR_LITE_TEST_BUILD_ON_TARGET"),
+                    reason="emulates every compile (~40 min on 2 cores): set XNOR_LITE_TEST_BUILD_ON_TARGET=1")
+def test_library_built_by_trixies_own_gxx_under_qemu_matches_the_cross_built_one(target, every_op):
+    """Building on the device, checked: Debian trixie's aarch64 g++ 14, each stage under qemu,
+    from the pinned sources, gives a library that computes what the cross-built one (the host's
+    aarch64-linux-gnu-g++ 12) computes, on every LCE op."""
+    from xnor_lite.emulate import build_on_target
+
+    built = build_on_target(target.cache_dir, release="trixie", log=lambda line: None)
+    assert built != target.library and built.name == target.library.name
+    model, flatbuffer, x = every_op
+    native = target.predict(flatbuffer, x, library=built)
+    assert target.last_report["library"] == str(built)
+    cross = target.predict(flatbuffer, x)
+    np.testing.assert_allclose(native, cross, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(native, model.predict(x, verbose=0), rtol=0, atol=1e-5)

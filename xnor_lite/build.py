@@ -322,6 +322,7 @@ def build_library(
     force: bool = False,
     keep_symbols: bool = False,
     portable: bool = False,
+    compiler: list[str] | None = None,
     log=print,
 ) -> Path:
     """Builds (or finds, already built) the LCE op library for `arch`; returns its path.
@@ -338,6 +339,9 @@ def build_library(
       keep_symbols: keep the symbol table (for profilers; same code, a separate file name).
       portable: for any CPU of `arch`, not just this one (x86-64: x86-64-v2 instead of this
         CPU's -march; aarch64 libraries are always ARMv8.0-A). Wheels are built portable.
+      compiler: the g++ command to use (a list: a program and its leading arguments), instead
+        of this machine's g++ or cross compiler; e.g. the emulated target's own g++
+        (`xnor_lite.emulate`'s `gxx` command).
       log: called with one line per step.
 
     Raises:
@@ -354,9 +358,13 @@ def build_library(
         return target
     source_dir = Path(source_dir or default_source_dir()).resolve()
     _check_sources(source_dir, release)
-    cxx, package = _compiler(arch)
-    if shutil.which(cxx) is None:
-        raise BuildError(f"Compiler {cxx!r} not found: apt-get install {package}")
+    if compiler is None:
+        cxx, package = _compiler(arch)
+        if shutil.which(cxx) is None:
+            raise BuildError(f"Compiler {cxx!r} not found: apt-get install {package}")
+        compiler = [cxx]
+    compiler = [str(part) for part in compiler]
+    cxx = " ".join(compiler)
     if not (_GEMMLOWP_DIR / "public" / "gemmlowp.h").exists():
         raise BuildError(f"{_GEMMLOWP_DIR}/public/gemmlowp.h not found: apt-get install libgemmlowp-dev")
 
@@ -383,7 +391,7 @@ def build_library(
         if obj.exists():
             return obj
         tmp = obj.with_suffix(".o.tmp")
-        cmd = [cxx, *flags, *includes, "-c", str(src), "-o", str(tmp)]
+        cmd = [*compiler, *flags, *includes, "-c", str(src), "-o", str(tmp)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise BuildError(f"compiling {src} failed:\n{result.stderr[-4000:]}")
@@ -399,7 +407,7 @@ def build_library(
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".so.tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
-        cmd = [cxx, "-shared", "-o", str(tmp_path), *map(str, objects),
+        cmd = [*compiler, "-shared", "-o", str(tmp_path), *map(str, objects),
                f"-Wl,--version-script={version_script}", *_LINK_FLAGS,
                *([] if keep_symbols else ["-s"]), "-lpthread"]
         log(f"[xnor_lite.build] linking {target.name}")

@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -123,6 +124,105 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def make_root(root: Path, release: str, packages, *, cache_dir: Path, log=print) -> None:
+    """A Debian `release` arm64 root with `packages` at `root`, made in a staging folder and
+    renamed into place (so an interrupted setup leaves no half root)."""
+    if root.exists():
+        shutil.rmtree(root)
+    staging = Path(tempfile.mkdtemp(prefix="arm64-root-", dir=cache_dir))
+    try:
+        mirror = _debian_mirror()
+        log(f"[xnor_lite.emulate] debootstrap arm64 {release} ({', '.join(packages)}) from {mirror} ...")
+        cmd = ["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
+               f"--include={','.join(packages)}", release, str(staging), mirror]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise EmulationError(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        # --foreign unpacks only the essential packages and leaves the second stage (maintainer
+        # scripts, run inside the root) undone; unpacking every downloaded package is all a
+        # Python runtime (or a compiler) needs.
+        debs = sorted((staging / "var" / "cache" / "apt" / "archives").glob("*.deb"))
+        log(f"[xnor_lite.emulate] unpacking {len(debs)} packages ...")
+        for deb in debs:
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
+            deb.unlink()
+        # What update-alternatives would do for numpy's BLAS/LAPACK.
+        libdir = staging / "usr" / "lib" / "aarch64-linux-gnu"
+        for name, sub in (("libblas.so.3", "blas"), ("liblapack.so.3", "lapack")):
+            if (libdir / sub / name).exists() and not (libdir / name).exists():
+                (libdir / name).symlink_to(Path(sub) / name)
+        (staging / "proc").mkdir(exist_ok=True)
+        (staging / "proc" / "cpuinfo").write_text(CPUINFO)
+        staging.rename(root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_gxx(root: Path, args: list[str]) -> int:
+    """Runs the root's own aarch64 g++ with `args`, every stage under qemu-aarch64.
+
+    g++ starts its stages (cc1plus, as, collect2 -> ld) as child processes, which an x86-64 host
+    can't exec without a binfmt handler (kernel-wide state, which we don't touch). So the driver
+    only prints its plan (`g++ -###`) and each stage runs here under `qemu-aarch64 -L root`;
+    collect2's command line goes to the root's `ld` directly (without the LTO plugin, unused).
+    """
+    root = Path(root).resolve()
+    qemu = ["qemu-aarch64", "-L", str(root)]
+    plan = subprocess.run([*qemu, str(root / "usr" / "bin" / "g++"), "-###", *args],
+                          capture_output=True, text=True)
+    if plan.returncode != 0:
+        sys.stderr.write(plan.stderr)
+        return plan.returncode
+    stages = [shlex.split(line) for line in plan.stderr.splitlines() if line.startswith(" ")]
+    temporaries = []
+    try:
+        for stage in stages:
+            program, rest = stage[0], stage[1:]
+            if Path(program).name == "collect2":
+                program = str(root / "usr" / "bin" / "ld")
+                kept, skip = [], False
+                for arg in rest:
+                    if skip:
+                        skip = False
+                    elif arg == "-plugin":
+                        skip = True
+                    elif not arg.startswith("-plugin-opt"):
+                        kept.append(arg)
+                rest = kept
+            elif not Path(program).is_absolute():
+                program = str(root / "usr" / "bin" / program)
+            temporaries += [a for a in rest if a.startswith("/tmp/cc") and a.endswith((".s", ".res"))]
+            result = subprocess.run([*qemu, program, *rest], capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.stderr.write(f"{Path(program).name} failed ({result.returncode}):\n{result.stderr}")
+                return result.returncode
+    finally:
+        for path in temporaries:
+            Path(path).unlink(missing_ok=True)
+    return 0
+
+
+def build_on_target(cache_dir: str | os.PathLike | None = None, *, release: str = DEFAULT_RELEASE,
+                    source_dir: str | os.PathLike | None = None, jobs: int | None = None,
+                    log=print) -> Path:
+    """Builds the aarch64 op library with the Debian `release` root's own g++ (Debian's
+    aarch64 compiler, run under qemu, stage by stage: `run_gxx`) from the pinned sources, as a
+    user building on the device would; returns its path (a folder of its own, so it can be
+    compared with the cross-built library). Slow: every compile is emulated."""
+    cache_dir = Path(cache_dir or build.default_cache_dir())
+    root = cache_dir / f"arm64-{release}-gxx"
+    packages = ("g++", "libgemmlowp-dev")
+    stamp = root / ".xnor_lite-root.json"
+    wanted = {"release": release, "packages": list(packages)}
+    if not (stamp.exists() and json.loads(stamp.read_text()) == wanted):
+        make_root(root, release, packages, cache_dir=cache_dir, log=log)
+        stamp.write_text(json.dumps(wanted))
+    compiler = [sys.executable, "-m", "xnor_lite.emulate", "gxx", "--root", str(root), "--"]
+    return build.build_library("aarch64", compiler=compiler, source_dir=source_dir, jobs=jobs,
+                               out_dir=cache_dir / f"built-on-{release}", log=log)
+
+
 class Arm64Target:
     """A cached, emulated Debian arm64 machine with xnor_lite's wheel installed by pip.
 
@@ -203,36 +303,7 @@ class Arm64Target:
         return self
 
     def _make_root(self) -> None:
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        staging = Path(tempfile.mkdtemp(prefix="arm64-root-", dir=self.cache_dir))
-        try:
-            mirror = _debian_mirror()
-            self.log(f"[xnor_lite.emulate] debootstrap arm64 {self.release} from {mirror} ...")
-            cmd = ["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-                   f"--include={','.join(ROOT_PACKAGES)}", self.release, str(staging), mirror]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise EmulationError(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-            # --foreign unpacks only the essential packages and leaves the second stage (maintainer
-            # scripts, run inside the root) undone; unpacking every downloaded package is all a
-            # Python runtime needs.
-            debs = sorted((staging / "var" / "cache" / "apt" / "archives").glob("*.deb"))
-            self.log(f"[xnor_lite.emulate] unpacking {len(debs)} packages ...")
-            for deb in debs:
-                subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
-                deb.unlink()
-            # What update-alternatives would do for numpy's BLAS/LAPACK.
-            libdir = staging / "usr" / "lib" / "aarch64-linux-gnu"
-            for name, sub in (("libblas.so.3", "blas"), ("liblapack.so.3", "lapack")):
-                if (libdir / sub / name).exists() and not (libdir / name).exists():
-                    (libdir / name).symlink_to(Path(sub) / name)
-            (staging / "proc").mkdir(exist_ok=True)
-            (staging / "proc" / "cpuinfo").write_text(CPUINFO)
-            staging.rename(self.root)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        make_root(self.root, self.release, ROOT_PACKAGES, cache_dir=self.cache_dir, log=self.log)
 
     def _guest(self, python: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
         cmd = ["qemu-aarch64", "-L", str(self.root), str(python), *args]
@@ -318,9 +389,10 @@ class Arm64Target:
         return result
 
     def predict(self, flatbuffer, x: np.ndarray, *, num_threads: int = 1, kernel: str = "default",
-                use_xnnpack: bool = False) -> np.ndarray:
+                use_xnnpack: bool = False, library: str | os.PathLike | None = None) -> np.ndarray:
         """Outputs of `flatbuffer` (bytes or path) on `x`, computed by LCE's aarch64 kernels in
-        the installed wheel (its library found by `xnor_lite.find_library()` on the target)."""
+        the installed wheel (its library found by `xnor_lite.find_library()` on the target), or
+        in another aarch64 op `library` (e.g. one from `build_on_target`)."""
         if self.library is None:
             self.setup()
         with tempfile.TemporaryDirectory(prefix="xnor-arm64-") as tmp:
@@ -333,7 +405,8 @@ class Arm64Target:
             np.save(tmp / "inputs.npy", np.asarray(x, dtype=np.float32))
             request = {
                 "flatbuffer": str(model_path), "inputs": str(tmp / "inputs.npy"),
-                "outputs": str(tmp / "outputs.npy"), "library": None,
+                "outputs": str(tmp / "outputs.npy"),
+                "library": str(Path(library).resolve()) if library else None,
                 "num_threads": num_threads, "kernel": kernel, "use_xnnpack": use_xnnpack,
             }
             (tmp / "request.json").write_text(json.dumps(request))
@@ -350,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     setup = sub.add_parser("setup", help="make the cached arm64 root, wheels and library")
     run = sub.add_parser("run", help="run a flatbuffer on the arm64 target")
+    native = sub.add_parser("build-on-target",
+                            help="build the aarch64 op library with the root's own g++ under qemu "
+                                 "(slow), as on a device")
+    native.add_argument("--jobs", type=int, help="parallel compiles (default: all CPUs)")
+    gxx = sub.add_parser("gxx", help="(used by build-on-target) the root's g++, each stage under qemu")
+    gxx.add_argument("--root", required=True)
+    gxx.add_argument("args", nargs=argparse.REMAINDER)
     run.add_argument("flatbuffer")
     run.add_argument("inputs", help=".npy of float32 inputs, batch first")
     run.add_argument("-o", "--output", required=True, help=".npy for the outputs")
@@ -357,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--num-threads", type=int, default=1)
     run.add_argument("--use-xnnpack", action="store_true")
     run.add_argument("--cpu", help="QEMU CPU model, e.g. cortex-a72 (Raspberry Pi 4); default QEMU's max")
-    for p in (setup, run):
+    for p in (setup, run, native):
         p.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(DEBIAN_RELEASES),
                        help=f"Debian release of the root (default {DEFAULT_RELEASE}: Raspberry Pi OS's "
                             "base, Python 3.13; bookworm: Python 3.11)")
@@ -366,6 +446,17 @@ def main(argv: list[str] | None = None) -> int:
                             f"installed (default {build.LITERT_VERSION})")
         p.add_argument("--cache-dir", help=f"default: {build.default_cache_dir()}")
     args = parser.parse_args(argv)
+    if args.command == "gxx":
+        return run_gxx(Path(args.root), args.args[1:] if args.args[:1] == ["--"] else args.args)
+    if args.command == "build-on-target":
+        started = time.time()
+        try:
+            path = build_on_target(args.cache_dir, release=args.release, jobs=args.jobs)
+        except (EmulationError, build.BuildError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"built with {args.release}'s g++ under qemu in {time.time() - started:.0f} s: {path}")
+        return 0
     try:
         target = Arm64Target(args.cache_dir, release=args.release, litert=args.litert,
                              cpu=getattr(args, "cpu", None)).setup()

@@ -5,8 +5,9 @@ through :func:`run_flatbuffer` and :func:`measure_latency`.
 
 Targets:
 - ``"host"``: LCE's own x86-64 wheel, with its fastest x86 kernel (indirect BGEMM).
-- ``"arm64"``: LCE's aarch64 kernels, built from source by ``xnor_lite`` and run in the
-  aarch64 ``ai-edge-litert`` wheel under ``qemu-aarch64`` (``xnor_lite.emulate``), with
+- ``"arm64"``: LCE's aarch64 kernels, built from source by ``xnor_lite`` into its aarch64
+  wheel and run, with ``ai-edge-litert`` 2.2.0, in an emulated Raspberry Pi OS trixie base
+  (Debian trixie arm64, Python 3.13) under ``qemu-aarch64`` (``xnor_lite.emulate``), with
   LCE's default kernel, the fastest on ARM. Set up once (about 2 minutes), then cached.
 """
 
