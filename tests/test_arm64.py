@@ -27,6 +27,8 @@ from xnor_lite.emulate import Arm64Target
 from xnor_keras.convert.runtime import arm64_target
 from xnor_keras.testing_utils import calibrate_batchnorm, every_lce_op_model
 
+from conftest import FASHION_MNIST_DIR, needs_fashion_mnist, read_idx
+
 SMALL_SIZE = {"AlexNet": 67, "ResNet18": 32}
 CLASSES = 4
 
@@ -161,6 +163,50 @@ def test_unknown_debian_release_is_named(target):
     with pytest.raises(EmulationError, match=r"`release`.*'buster'"):
         Arm64Target(target.cache_dir, release="buster")
 
+
+def _to_tflite(*args) -> None:
+    """`convert/to_tflite.py` as a user runs it (a separate process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(repo / "convert" / "to_tflite.py"), *map(str, args)],
+                            capture_output=True, text=True, cwd=repo)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@needs_fashion_mnist
+def test_cli_flatbuffer_of_the_published_xnor_resnet18_keeps_keras_top1_on_trixie(target, tmp_path):
+    """The published XNORResNet18 (raw 28x28 Fashion-MNIST images in), converted by
+    `convert/to_tflite.py`, on the trixie target's pip-installed wheel: the same top-1 as Keras
+    on 300 real test images."""
+    out = tmp_path / "xnor_resnet18.tflite"
+    _to_tflite("XNORResNet18", "--weights", "fashion_mnist", "--no-float-twin", "--verify-samples", "2", "-o", out)
+    images = read_idx(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:300, ..., None].astype(np.float32)
+    model = zoo.get_model("XNORResNet18", weights="fashion_mnist")
+    result = convert.verify(model, out.read_bytes(), images, target="arm64")
+    assert target.last_report["python"].startswith("3.13.")
+    # A real image can put a binary dot product exactly on a BatchNorm threshold, which float32
+    # Keras decides by rounding: verify checks those against the exact reference.
+    assert result.passed, result.explanation
+    assert result.top1_agreement == 1.0
+
+
+def test_cli_flatbuffer_of_xnor_alexnet_keeps_keras_top1_on_trixie(target, tmp_path):
+    model = zoo.get_model("XNORAlexNet", input_shape=(67, 67, 3), classes=10)
+    rng = np.random.default_rng(3)
+    calibrate_batchnorm(model, rng.standard_normal((16, 67, 67, 3)).astype(np.float32))
+    weights = tmp_path / "xnor_alexnet.weights.h5"
+    model.save_weights(weights)
+    out = tmp_path / "xnor_alexnet.tflite"
+    _to_tflite("XNORAlexNet", "--weights", weights, "--input-shape", "67,67,3", "--classes", "10",
+               "--no-float-twin", "--verify-samples", "2", "-o", out)
+    x = rng.standard_normal((8, 67, 67, 3)).astype(np.float32)
+    result = convert.verify(model, out.read_bytes(), x, target="arm64")
+    assert target.last_report["python"].startswith("3.13.")
+    assert result.passed, result.explanation
+    assert result.top1_agreement == 1.0
 
 def test_a_library_for_another_litert_release_is_refused_on_the_pi(target):
     """A library built for ai-edge-litert 1.2.0, loaded where pip installed 2.2.0 (Python 3.13

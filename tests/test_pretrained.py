@@ -75,3 +75,32 @@ def test_an_unknown_name_for_the_converter_lists_the_registered_ones(tmp_path, c
     code, _, err = run_cli(to_tflite_main, ["XNORResNet18", "--weights", "imagenet", "-o", tmp_path / "m.tflite"], capsys)
     assert code == 2 and "registered names for XNORResNet18: fashion_mnist" in err
     assert not list(tmp_path.iterdir())
+
+
+@needs_fashion_mnist
+def test_verify_accepts_real_images_whose_only_differences_are_sign_ties_and_rejects_a_real_fault(fashion_test):
+    """On 300 real test images the published XNORResNet18's flatbuffer differs from Keras on a
+    couple of images, each carrying a sign input within float32 rounding of its BatchNorm
+    threshold (LCE's fused threshold decides it): verify passes and says so. The flatbuffer of a
+    different network (a real conversion fault) still fails as a conversion error."""
+    images, _ = fashion_test
+    x = images[:300].astype(np.float32)
+    model = zoo.get_model("XNORResNet18", weights="fashion_mnist")
+    flatbuffer = convert.convert(model)
+    result = convert.verify(model, flatbuffer, x)
+    assert result.passed, result.explanation
+    assert result.top1_agreement == 1.0
+    if result.max_rel_diff > result.rtol:
+        assert "within float32 rounding of its threshold" in result.explanation
+
+    # The same network with the last stage's binary kernels negated: a wrong flatbuffer.
+    wrong = zoo.get_model("XNORResNet18", weights="fashion_mnist")
+    changed = 0
+    for layer in wrong.submodules:
+        if getattr(layer, "name", "").startswith("conv5_block2") and hasattr(layer, "kernel"):
+            layer.kernel.assign(-layer.kernel)
+            changed += 1
+    assert changed
+    broken = convert.verify(model, convert.convert(wrong), x[:32])
+    assert not broken.passed
+    assert "conversion error" in broken.explanation

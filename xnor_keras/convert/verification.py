@@ -13,6 +13,10 @@ from xnor_keras.convert.runtime import check_target, run_flatbuffer
 
 __all__ = ["Verification", "verify"]
 
+# A value entering a binary activation this close to 0, relative to the largest in its layer, is
+# a tie up to float32 rounding (~8 ulp): LCE's fused threshold may send it to either side.
+_TIE_MARGIN = 1e-6
+
 
 @dataclasses.dataclass
 class Verification:
@@ -116,6 +120,10 @@ def verify(
     names = [layer.name for layer in _walk_layers(model) if _has_binary_input(layer)]
     flips: dict[str, int] = {}
     zeros: dict[str, int] = {}
+    # Samples with a value entering a binary activation within float32 rounding of 0 (relative to
+    # that layer's largest): exact ties, and near ties that LCE's fused float threshold may
+    # round to the other side.
+    tied_sample = np.zeros(len(x), bool)
     total = 0
     if names:
         mine = _binary_inputs(model, names, x)
@@ -124,7 +132,12 @@ def verify(
             total += a.size
             flips[name] = int(np.count_nonzero((a >= 0) != (b >= 0)))
             zeros[name] = int(np.count_nonzero(b == 0))
+            margin = _TIE_MARGIN * float(np.abs(b).max())
+            tied_sample |= np.any(np.abs(b.reshape(len(x), -1)) <= margin, axis=1)
     tie_signs, unresolved = sum(flips.values()), sum(zeros.values())
+    # Samples that differ from the exact reference beyond tolerance.
+    per_sample = np.abs(reference - actual).reshape(len(x), -1).max(axis=1)
+    differing = per_sample / max(float(np.abs(reference).max()), 1e-12) > rtol
 
     if max_rel <= rtol and agreement >= min_agreement:
         passed, explanation = True, "The flatbuffer matches the Keras model within tolerance."
@@ -136,6 +149,21 @@ def verify(
             f"inputs that are exact ties (a binary dot product exactly on a BatchNorm threshold), "
             f"in {_where(flips)}: Keras decides them by float32 rounding, the converted model as "
             "sign(0) = +1. Trained BatchNorm statistics almost never sit exactly on a tie."
+        )
+    elif (differing.any() and tied_sample[differing].all() and agreement >= min_agreement
+          and differing.mean() <= 1 - min_agreement):
+        # On real inputs a trained net rarely, but sometimes, puts a binary dot product exactly
+        # (or within float32 rounding) on its BatchNorm threshold; LCE decides such a tie by the
+        # rounding of its fused threshold, and the sample's later layers follow. As many samples
+        # may differ so as top-1 disagreements are allowed, and each one must carry such a tie.
+        passed = True
+        explanation = (
+            f"{int(differing.sum())} of {len(x)} samples differ from the exact reference (max "
+            f"relative difference {ref_rel:.2e}), each through a sign input within float32 "
+            f"rounding of its threshold ({unresolved} exactly 0, in {_where(zeros) or 'no layer'}), "
+            f"which LCE decides by the rounding of its fused BatchNorm threshold; top-1 agreement "
+            f"is {agreement:.1%} and the other {int((~differing).sum())} samples match within "
+            f"tolerance."
         )
     elif unresolved:
         passed = False
