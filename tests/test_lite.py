@@ -22,7 +22,7 @@ import tensorflow as tf
 import xnor_keras as xk
 import xnor_lite
 from xnor_keras import convert
-from xnor_keras.testing_utils import calibrate_batchnorm, every_lce_op_model, tflite_op_names
+from xnor_keras.testing_utils import REFUSE_TENSORFLOW, calibrate_batchnorm, every_lce_op_model, tflite_op_names
 from xnor_lite import build, library
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,13 +121,7 @@ def test_runs_without_tensorflow_larq_or_lce(lib_path, model_and_flatbuffer, tmp
     _, flatbuffer, x = model_and_flatbuffer
     (tmp_path / "m.tflite").write_bytes(flatbuffer)
     np.save(tmp_path / "x.npy", x)
-    code = f"""
-import sys
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "larq", "larq_compute_engine", "xnor_keras"):
-            raise ImportError("refused in this test: " + name)
-sys.meta_path.insert(0, Refuse())
+    code = REFUSE_TENSORFLOW + f"""
 import numpy as np, xnor_lite
 y = xnor_lite.Interpreter({str(tmp_path / 'm.tflite')!r}, library={str(lib_path)!r}).predict(np.load({str(tmp_path / 'x.npy')!r}))
 np.save({str(tmp_path / 'y.npy')!r}, y)

@@ -26,7 +26,7 @@ import pytest
 
 import xnor_lite
 from xnor_keras import convert
-from xnor_keras.testing_utils import calibrate_batchnorm, every_lce_op_model
+from xnor_keras.testing_utils import REFUSE_TENSORFLOW, calibrate_batchnorm, every_lce_op_model
 from xnor_lite import build, library, wheel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,13 +126,7 @@ def test_installed_x86_64_wheel_finds_its_library_and_runs_without_tensorflow(wh
     flatbuffer = convert.convert(model)
     (tmp_path / "m.tflite").write_bytes(flatbuffer)
     np.save(tmp_path / "x.npy", x[:4])
-    code = f"""
-import sys
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "larq", "larq_compute_engine", "xnor_keras"):
-            raise ImportError("refused in this test: " + name)
-sys.meta_path.insert(0, Refuse())
+    code = REFUSE_TENSORFLOW + f"""
 import numpy as np, xnor_lite
 print(xnor_lite.__file__)
 print(xnor_lite.find_library())

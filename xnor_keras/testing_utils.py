@@ -127,6 +127,18 @@ def run_python(code: str, *, cwd: str | os.PathLike | None = None, timeout: floa
     return result.stdout
 
 
+# Prepended to a child process's code: any import of TensorFlow, Keras, larq, LCE or xnor_keras
+# fails, as on a device that has only numpy, ai-edge-litert and xnor_lite.
+REFUSE_TENSORFLOW = """
+import sys
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "larq", "larq_compute_engine", "xnor_keras"):
+            raise ImportError("refused in this test: " + name)
+sys.meta_path.insert(0, _Refuse())
+"""
+
+
 _LOAD_AND_PREDICT = """
 import numpy as np
 import xnor_keras  # registers every custom object; nothing else is imported on purpose
