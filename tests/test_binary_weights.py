@@ -98,11 +98,11 @@ def _fresh_small(**kwargs) -> tf.keras.Model:
     return _small_model(**kwargs)
 
 
-def _raw(path) -> tuple[dict, bytes]:
+def _raw(path, version: int = 1) -> tuple[dict, bytes]:
     """Header and payload, parsed here from the documented layout (not by the module)."""
     data = path.read_bytes()
-    magic, version, size = struct.unpack_from("<8sII", data)
-    assert (magic, version) == (b"XNORBITS", 1)
+    magic, got_version, size = struct.unpack_from("<8sII", data)
+    assert (magic, got_version) == (b"XNORBITS", version)
     return json.loads(data[16 : 16 + size]), data[16 + size :]
 
 
@@ -230,6 +230,70 @@ def test_float16_stores_other_weights_rounded_and_the_binary_part_exactly(small,
     )
 
 
+def test_int8_kernels_are_per_channel_int8_from_the_raw_bytes_and_reload_exactly(small, tmp_path):
+    """int8_kernels stores the named full-precision kernels as int8 q = round(W / s) with
+    s = max|W| / 127 per output channel (numpy oracle from the raw bytes); loading gives exactly
+    q * s; the binary part and every other weight are unchanged; version 2."""
+    model, path = small
+    names = ["conv1", "logits"]
+    int8 = xbw.save_binary_weights(model, tmp_path / "int8.xbw", int8_kernels=names)
+    header, payload = _raw(int8, version=2)
+    for name in names:
+        kernel = model.get_layer(name).kernel.numpy()
+        (entry,) = [e for r in header["layers"] if r["name"] == name for e in r["weights"] if e["name"] == "kernel"]
+        assert entry["encoding"] == "int8_per_channel"
+        start, size = entry["data"]
+        q = np.frombuffer(payload, np.int8, size, start).reshape(kernel.shape)
+        start, size = entry["scale"]
+        scale = np.frombuffer(payload, "<f4", size // 4, start)
+        flat = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
+        expected_scale = (np.abs(flat).max(0) / 127).astype(np.float32)
+        np.testing.assert_array_equal(scale, expected_scale)
+        np.testing.assert_array_equal(q.reshape(flat.shape), np.rint(flat / expected_scale).astype(np.int8))
+        assert np.abs(q).max() == 127
+    # 4x smaller for those kernels; every other entry stored as before.
+    full_header, _ = _raw(path)
+    others = lambda h: [(r["name"], e["name"], e["encoding"]) for r in h["layers"] for e in r["weights"]
+                        if not (r["name"] in names and e["name"] == "kernel")]
+    assert others(header) == others(full_header)
+
+    fresh = _fresh_small()
+    xbw.load_binary_weights(fresh, int8)
+    file = xbw.read_binary_weights(int8)
+    for name in names:
+        kernel = model.get_layer(name).kernel.numpy()
+        stored = file.weight(name, "kernel")
+        np.testing.assert_array_equal(fresh.get_layer(name).kernel.numpy(), stored)
+        step = np.abs(kernel.reshape(-1, kernel.shape[-1])).max(0) / 127
+        assert np.all(np.abs(stored - kernel) <= step / 2 * 1.0001)
+    # Outputs: exactly the original model's with those kernels replaced by their int8 values.
+    expected = _fresh_small()
+    expected.set_weights(model.get_weights())
+    for name in names:
+        expected.get_layer(name).kernel.assign(file.weight(name, "kernel"))
+    x = _x(model)
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), expected.predict(x, verbose=0))
+    # Exact reload: packing the reloaded model again gives the same int8 values and scales.
+    again = xbw.pack_binary_weights(fresh, int8_kernels=names)
+    reread = xbw.parse_binary_weights(again)
+    for name in names:
+        np.testing.assert_array_equal(reread.weight(name, "kernel"), file.weight(name, "kernel"))
+    summary = xbw.binary_weights_summary(int8)
+    (conv1,) = [w for w in summary.weights if w.layer == "conv1" and w.weight == "kernel"]
+    assert conv1.encoding == "int8_per_channel" and conv1.stored_bytes == conv1.size + 4 * conv1.shape[-1]
+
+
+def test_int8_kernels_all_and_bad_names(small):
+    model, _ = small
+    every = xbw.parse_binary_weights(xbw.pack_binary_weights(model, int8_kernels="all"))
+    encoded = {r["name"] for r in every.layers for e in r["weights"] if e["encoding"] == "int8_per_channel"}
+    assert encoded == {"conv1", "logits"}  # the full-precision kernels; BWN/XNOR stay sign bits
+    with pytest.raises(ValueError, match=r"`int8_kernels`.*'xconv'.*conv1"):
+        xbw.pack_binary_weights(model, int8_kernels=["xconv"])
+    with pytest.raises(ValueError, match="`int8_kernels`"):
+        xbw.pack_binary_weights(model, int8_kernels="conv1")
+
+
 def test_float16_refuses_values_it_cannot_hold(tmp_path):
     model = _fresh_small()
     bn = model.get_layer("bn1")
@@ -281,8 +345,8 @@ def test_truncated_file_is_refused(small, tmp_path, keep):
 def test_other_version_is_refused(small, tmp_path):
     _, path = small
     data = bytearray(path.read_bytes())
-    data[8:12] = struct.pack("<I", 2)
-    _assert_refused(bytes(data), "format version 2 .*newer xnor_keras.* reads version 1")
+    data[8:12] = struct.pack("<I", 3)
+    _assert_refused(bytes(data), "format version 3 .*newer xnor_keras.* reads versions 1, 2")
 
 
 def test_not_this_format_and_corruption_are_refused(small, tmp_path):
@@ -348,6 +412,14 @@ def test_cli_exports_a_saved_model_and_summarizes_the_file(small, tmp_path, caps
     assert "xdense" in stdout and f"sha256: {hashlib.sha256(out.read_bytes()).hexdigest()}" in stdout
     code, stdout, _ = _cli(["summary", out, "--json"], capsys)
     assert code == 0 and json.loads(stdout)["file_bytes"] == out.stat().st_size
+    int8 = tmp_path / "int8.xbw"
+    code, _, err = _cli(["export", saved, "-o", int8, "--int8-kernels", "conv1, logits"], capsys)
+    assert code == 0, err
+    assert int8.read_bytes() == xbw.pack_binary_weights(model, int8_kernels=["conv1", "logits"])
+    assert "int8)" in err
+    bad = tmp_path / "bad.xbw"
+    code, _, err = _cli(["export", saved, "-o", bad, "--int8-kernels", "xconv"], capsys)
+    assert code == 2 and "`int8_kernels`" in err and not bad.exists()
 
 
 def test_cli_input_errors_exit_2_and_write_nothing(small, tmp_path, capsys):

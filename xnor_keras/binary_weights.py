@@ -1,5 +1,9 @@
 r"""Packed binary weights: 1 bit per binarized weight plus alpha, every other weight as a float.
 
+Full-precision kernels (shortcut and first/last convolutions, the classifier) may instead be
+stored as int8 with one float32 scale per output channel (``int8_kernels``): 4x smaller, lossy
+once (the round to int8), then exact: loading gives exactly ``int8 * scale``.
+
 Training keeps float32 *latent* weights W behind every binarized kernel; the network only ever
 uses :math:`\alpha\,\mathrm{sign}(W)`. This module stores exactly that: per binarized kernel its
 sign bits (1 bit a weight) and alpha (one float32 per output channel); every other weight
@@ -48,6 +52,11 @@ The file is exactly 16 + H + P bytes (a shorter one is truncated). Header keys: 
   per output channel (last axis). The kernel is :math:`\alpha\,(2b - 1)`.
 * ``encoding: "float32"`` / ``"float16"`` (or the dtype of a non-float weight such as
   ``"int64"``): ``data`` = ``[offset, nbytes]`` of the raw values in C order.
+* ``encoding: "int8_per_channel"`` (version 2): ``data`` = ``[offset, nbytes]`` of int8 values
+  q in [-127, 127] in C order, ``scale`` = ``[offset, nbytes]`` of float32 s, one per output
+  channel (last axis). The weight is ``float32(q * s)``, with s = max|W| / 127 of the channel.
+
+A file without int8 weights is written as version 1, so readers of version 1 still read it.
 
 Which layers are binarized: those whose kernel quantizer has ``precision == 1`` and produces
 :math:`\pm c` per output channel (xnor_keras' XNOR/BWN layers, larq layers with ``ste_sign`` or
@@ -85,6 +94,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "FORMAT_VERSION",
     "MAGIC",
+    "READABLE_VERSIONS",
     "BinaryWeightsError",
     "BinaryWeightsFile",
     "BinaryWeightsSummary",
@@ -100,7 +110,9 @@ __all__ = [
 ]
 
 MAGIC = b"XNORBITS"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest version this module writes (a file without int8 weights is written as 1)."""
+READABLE_VERSIONS = (1, 2)
 FLOAT_DTYPES = ("float32", "float16")
 SUFFIX = ".xbw"
 """Conventional file suffix (not required)."""
@@ -108,6 +120,7 @@ SUFFIX = ".xbw"
 _FORMAT_NAME = "xnor_keras binary weights"
 _PREFIX = struct.Struct("<8sII")  # magic, version, header length
 _SIGN_BITS = "sign_bits"
+_INT8 = "int8_per_channel"
 # How many times loading re-spreads a channel's magnitudes before accepting an alpha that differs
 # in its last bit (never needed in our measurements: one correction always sufficed).
 _ALPHA_FIX_ROUNDS = 4
@@ -251,23 +264,64 @@ def _shapes(tensors) -> list:
     return [list(t.shape) for t in tensors] if tensors else []
 
 
-def pack_binary_weights(model: tf.keras.Model, *, float_dtype: str = "float32") -> bytes:
+def _int8_layer_names(model: tf.keras.Model, int8_kernels) -> set[str]:
+    """The layers whose full-precision `kernel` `int8_kernels` asks to store as int8."""
+    if int8_kernels is None:
+        return set()
+    eligible = {
+        name for name, layer in _layers(model)
+        if getattr(layer, "kernel", None) is not None and not _is_binarized_kernel(layer, layer.kernel)
+        and len(layer.kernel.shape) >= 2 and layer.kernel.dtype.is_floating
+    }
+    if int8_kernels == "all":
+        return eligible
+    if isinstance(int8_kernels, str) or not all(isinstance(n, str) for n in int8_kernels):
+        raise ValueError(
+            "Expected `int8_kernels` to be None, 'all' or a list of layer names, got "
+            f"{int8_kernels!r}. Received: int8_kernels={int8_kernels!r}"
+        )
+    unknown = sorted(set(int8_kernels) - eligible)
+    if unknown:
+        raise ValueError(
+            f"Expected `int8_kernels` to name layers with a full-precision kernel, got "
+            f"{_names(unknown)}; those layers are: {_names(sorted(eligible), limit=12)}. "
+            f"Received: int8_kernels={list(int8_kernels)!r}"
+        )
+    return set(int8_kernels)
+
+
+def _int8_per_channel(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8, scale float32 per output channel): symmetric, q = round(W / s), s = max|W| / 127."""
+    flat = value.astype(np.float64).reshape(-1, value.shape[-1])
+    largest = np.abs(flat).max(axis=0)
+    scale = np.where(largest > 0, largest / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(flat / scale.astype(np.float64)), -127, 127).astype(np.int8)
+    return q.reshape(value.shape), scale
+
+
+def pack_binary_weights(model: tf.keras.Model, *, float_dtype: str = "float32",
+                        int8_kernels=None) -> bytes:
     """The packed weights file of `model` as bytes (see the module docstring for the format).
 
     Args:
         model: a built Keras model.
         float_dtype: ``"float32"`` (default, lossless) or ``"float16"`` for every weight that is not
             binarized (alpha stays float32).
+        int8_kernels: full-precision kernels to store as int8 with a scale per output channel:
+            None (default), ``"all"`` (every full-precision Conv2D/Dense kernel), or a list of
+            layer names (e.g. a ResNet's 1x1 shortcut convolutions). Lossy: check the accuracy.
 
     Returns:
         The file's bytes.
 
     Raises:
-        ValueError: `float_dtype` is not supported, or a float16 weight would overflow.
+        ValueError: `float_dtype` or `int8_kernels` is not supported, or a float16 weight would
+            overflow.
         BinaryWeightsError: a 1-bit kernel quantizer that is not +-alpha per channel.
     """
     float_dtype = _check_float_dtype(float_dtype)
     _check_model(model)
+    int8_layers = _int8_layer_names(model, int8_kernels)
     chunks: list[bytes] = []
     offset = 0
 
@@ -291,6 +345,11 @@ def pack_binary_weights(model: tf.keras.Model, *, float_dtype: str = "float32") 
                 entry["encoding"] = _SIGN_BITS
                 entry["bits"] = put(np.packbits(sign.ravel(), bitorder="little").tobytes())
                 entry["alpha"] = put(alpha.astype("<f4").tobytes())
+            elif layer_name in int8_layers and variable is layer.kernel:
+                q, scale = _int8_per_channel(value)
+                entry["encoding"] = _INT8
+                entry["data"] = put(q.tobytes())
+                entry["scale"] = put(scale.astype("<f4").tobytes())
             else:
                 if value.dtype.kind == "f":
                     if float_dtype == "float16":
@@ -306,9 +365,10 @@ def pack_binary_weights(model: tf.keras.Model, *, float_dtype: str = "float32") 
     payload = b"".join(chunks)
     from xnor_keras import __version__
 
+    version = FORMAT_VERSION if int8_layers else 1
     header = {
         "format": _FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": version,
         "xnor_keras_version": __version__,
         "model": {
             "name": model.name,
@@ -322,7 +382,7 @@ def pack_binary_weights(model: tf.keras.Model, *, float_dtype: str = "float32") 
         "layers": layers,
     }
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes + payload
+    return _PREFIX.pack(MAGIC, version, len(header_bytes)) + header_bytes + payload
 
 
 def _check_float16_range(value: np.ndarray, layer: str, weight: str) -> None:
@@ -335,7 +395,7 @@ def _check_float16_range(value: np.ndarray, layer: str, weight: str) -> None:
 
 
 def save_binary_weights(
-    model: tf.keras.Model, path: str | os.PathLike, *, float_dtype: str = "float32"
+    model: tf.keras.Model, path: str | os.PathLike, *, float_dtype: str = "float32", int8_kernels=None
 ) -> Path:
     """Write `model`'s packed weights to `path` atomically; returns the path.
 
@@ -343,11 +403,14 @@ def save_binary_weights(
         model: a built Keras model.
         path: where to write (conventionally ``*.xbw``); its folder is created.
         float_dtype: ``"float32"`` (default) or ``"float16"``; see :func:`pack_binary_weights`.
+        int8_kernels: None, ``"all"`` or layer names; see :func:`pack_binary_weights`.
 
     Returns:
         `path` as a :class:`pathlib.Path`.
     """
-    return write_atomically(pack_binary_weights(model, float_dtype=float_dtype), path)
+    return write_atomically(
+        pack_binary_weights(model, float_dtype=float_dtype, int8_kernels=int8_kernels), path
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,6 +467,9 @@ class BinaryWeightsFile:
         if entry["encoding"] == _SIGN_BITS:
             sign, alpha = self.sign_and_alpha(layer, weight)
             return sign.astype(np.float32) * alpha
+        if entry["encoding"] == _INT8:
+            q = self._array(entry["data"], "int8").reshape(entry["shape"])
+            return q.astype(np.float32) * self._array(entry["scale"], "float32")
         return self._array(entry["data"], entry["encoding"]).reshape(entry["shape"]).copy()
 
 
@@ -430,11 +496,12 @@ def parse_binary_weights(data: bytes, source: str = "<bytes>") -> BinaryWeightsF
     if len(data) < _PREFIX.size:
         raise _fail(source, f"truncated: {len(data)} bytes, shorter than the {_PREFIX.size}-byte preamble.")
     _, version, header_size = _PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = " (written by a newer xnor_keras; upgrade it)" if version > FORMAT_VERSION else ""
         raise _fail(
             source,
-            f"format version {version}{newer}; this xnor_keras reads version {FORMAT_VERSION}.",
+            f"format version {version}{newer}; this xnor_keras reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}.",
         )
     header_end = _PREFIX.size + header_size
     if len(data) < header_end:
@@ -474,6 +541,10 @@ def _check_entry(entry: dict, payload_size: int) -> None:
         if len(entry["shape"]) < 2:
             raise ValueError(f"binarized weight '{entry['name']}' has shape {entry['shape']}")
         expected = {"bits": -(-size // 8), "alpha": 4 * int(entry["shape"][-1])}
+    elif entry["encoding"] == _INT8:
+        if len(entry["shape"]) < 2:
+            raise ValueError(f"int8 weight '{entry['name']}' has shape {entry['shape']}")
+        expected = {"data": size, "scale": 4 * int(entry["shape"][-1])}
     else:
         expected = {"data": size * np.dtype(entry["encoding"]).itemsize}
     for key, nbytes in expected.items():
@@ -720,7 +791,7 @@ def binary_weights_summary(source) -> BinaryWeightsSummary:
     weights = []
     for record in file.layers:
         for entry in record["weights"]:
-            spans = [entry[k] for k in ("bits", "alpha", "data") if k in entry]
+            spans = [entry[k] for k in ("bits", "alpha", "data", "scale") if k in entry]
             stats = {}
             if entry["encoding"] == _SIGN_BITS:
                 sign, alpha = file.sign_and_alpha(record["name"], entry["name"])

@@ -637,6 +637,11 @@ def _weights_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("-o", "--output", type=Path, required=True, help="the packed file to write (.xbw)")
     export.add_argument("--float16", action="store_true", help="store the non-binarized weights as float16")
+    export.add_argument(
+        "--int8-kernels", metavar="all|LAYER[,LAYER...]",
+        help="store these full-precision kernels (e.g. a ResNet's 1x1 shortcut convolutions, or all) "
+             "as int8 with a scale per output channel: 4x smaller, lossy; check the accuracy",
+    )
     for sub in (summary, export):
         group = sub.add_argument_group("zoo models")
         group.add_argument("--weights", type=Path, help="weights file to load into the zoo model")
@@ -672,14 +677,20 @@ def weights_main(argv: Sequence[str] | None = None) -> int:
             return 0
         model, _ = _load_model(args)
         float_dtype = "float16" if args.float16 else "float32"
+        int8_kernels = args.int8_kernels
+        if int8_kernels is not None and int8_kernels != "all":
+            int8_kernels = [name.strip() for name in int8_kernels.split(",") if name.strip()]
         try:
-            path = xbw.save_binary_weights(model, args.output, float_dtype=float_dtype)
+            path = xbw.save_binary_weights(model, args.output, float_dtype=float_dtype,
+                                           int8_kernels=int8_kernels)
         except ValueError as error:
             raise _InputError(str(error)) from None
         summary = xbw.binary_weights_summary(path)
         _log(
             f"wrote {path}: {summary.file_bytes:,d} bytes ({summary.file_bytes / 1e6:.2f} MB; "
-            f"{summary.binary_weight_count:,d} of {summary.weight_count:,d} weights binarized)"
+            f"{summary.binary_weight_count:,d} of {summary.weight_count:,d} weights binarized"
+            + (f", {sum(w.size for w in summary.weights if w.encoding == 'int8_per_channel'):,d} int8)"
+               if int8_kernels else ")")
         )
         return 0
     except xbw.BinaryWeightsError as error:
