@@ -101,6 +101,24 @@ def test_verify_accepts_real_images_whose_only_differences_are_sign_ties_and_rej
             layer.kernel.assign(-layer.kernel)
             changed += 1
     assert changed
-    broken = convert.verify(model, convert.convert(wrong), x[:32])
-    assert not broken.passed
-    assert "conversion error" in broken.explanation
+    wrong_flatbuffer = convert.convert(wrong)
+    for lossy in (False, True):  # an int8 file is judged by agreement, a wrong one still fails
+        broken = convert.verify(model, wrong_flatbuffer, x[:32], lossy=lossy)
+        assert not broken.passed
+        assert "conversion error" in broken.explanation
+
+
+@needs_fashion_mnist
+def test_int8_conversion_of_the_published_weights_is_verified_on_the_calibration_images(tmp_path, capsys):
+    """The case a user met: int8 first/last layers with 256 training images as calibration data.
+    The file is verified on those real images (not random noise) and judged by top-1 agreement
+    with the int8 reference; its relative difference (int8 steps, ~0.13 here) is reported."""
+    calibration = tmp_path / "calib.npy"
+    np.save(calibration, read_idx(FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz")[:256, ..., None].astype(np.float32))
+    out = tmp_path / "int8.tflite"
+    code, stdout, err = run_cli(to_tflite_main, ["XNORResNet18", "--weights", "fashion_mnist", "--no-float-twin",
+                                                 "--int8-float-layers", "--calibration-data", calibration, "-o", out], capsys)
+    assert code == 0, err
+    assert "verifying on the 256 calibration inputs" in err
+    assert "int8 rounding: not judged" in stdout and "top-1 agreement 100.0%" in stdout
+    assert out.exists()

@@ -113,8 +113,10 @@ class ConversionReport:
             lines.append(
                 f"verification ({v.samples} inputs, {runtime}): "
                 f"{'PASSED' if v.passed else 'FAILED'}; max |diff| {v.max_abs_diff:.3g} "
-                f"(relative {v.max_rel_diff:.2e}, tolerance {v.rtol:g}); top-1 agreement "
-                f"{v.top1_agreement:.1%}"
+                + (f"(relative {v.max_rel_diff:.2e}, int8 rounding: not judged); top-1 agreement "
+                   f"{v.top1_agreement:.1%} (at least {v.min_agreement:.1%})" if v.lossy else
+                   f"(relative {v.max_rel_diff:.2e}, tolerance {v.rtol:g}); top-1 agreement "
+                   f"{v.top1_agreement:.1%}")
             )
             if not v.explanation.startswith("The flatbuffer matches the Keras"):
                 lines.append("  " + v.explanation)
