@@ -8,7 +8,13 @@ shares per library and per function. The ARM speed figure is float / binary inst
 float twin at its best setting. Instructions are not cycles: they ignore memory stalls, SIMD
 width and issue rates, so the ratio is a proxy for a Cortex-A's time ratio, not a measurement.
 
-    python bench/arm64.py                 # 224², every model and setting (~1 h on 2 cores)
+Which CPU: qemu's default `max` has SVE2 and SME with long vectors, and LiteRT 2.2's XNNPACK runs
+float GEMMs there as KleidiAI SME kernels (`kai_kernel_matmul_..._sme_mopa`), a handful of
+instructions for a tile no Raspberry Pi (nor most phones) has: the float twins take 5-6x fewer
+instructions on `max` than on a Cortex-A76. For a Pi, read `--cpu cortex-a72` (Pi 4) and
+`--cpu cortex-a76` (Pi 5: dot-product, no SVE/SME).
+
+    python bench/arm64.py                 # 224², every model and setting (~15 min on 2 cores)
     python bench/arm64.py --quick         # AlexNet 67², ResNet 32² (minutes)
     python bench/arm64.py --models XNORAlexNet AlexNet
 
@@ -576,8 +582,10 @@ def cpu_subsection(other: dict) -> list[str]:
     ratio_of = {(r["model"], r["variant"], r["setting"]): r["ratio"] for r in analysis["ratios"]}
     lines = ["", f"### On `-cpu {other['cpu']}`", "",
              f"Command: `{other['command']}` ({other['date']}). The same flatbuffers and library; the CPU "
-             f"model's feature bits (AT_HWCAP) choose ruy's and XNNPACK's kernels (qemu's default `max` "
-             f"has the dot-product instructions, a Cortex-A72 has not).", "",
+             f"model's feature bits (AT_HWCAP) choose ruy's and XNNPACK's kernels: qemu's default `max` "
+             f"has the dot-product instructions and SVE/SME (which LiteRT 2.2's XNNPACK uses through "
+             f"KleidiAI); a Cortex-A76 (Raspberry Pi 5) has dot-product but no SVE/SME, a Cortex-A72 "
+             f"(Raspberry Pi 4) neither.", "",
              "| model | variant | setting | first invoke | steady / inference | float best ÷ this |",
              "|---|---|---|---|---|---|"]
     for run in runs:

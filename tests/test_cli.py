@@ -353,3 +353,61 @@ def test_output_path_that_is_a_directory_exits_2(saved, tmp_path, capsys):
     assert code == 2
     assert "is a directory" in _error_lines(stderr)[0]
     assert list(target.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# --device: the options measured best for a core, and the runtime settings inside the file
+
+
+def test_device_picks_int8_layers_records_runtime_settings_and_says_why(saved, tmp_path, capsys):
+    import xnor_lite
+    from xnor_keras.convert import devices
+    from xnor_keras.convert.flatbuffer import read_metadata
+
+    calibration = tmp_path / "calib.npy"
+    np.save(calibration, np.random.default_rng(3).standard_normal((16, 8, 8, 32)).astype(np.float32))
+    out, report = tmp_path / "pi5.tflite", tmp_path / "report.json"
+    code, stdout, stderr = run([saved.keras, "-o", out, "--device", "pi5", "--calibration-data", calibration,
+                                "--report-json", report], capsys)
+    assert code == 0, stderr
+    plan = devices.plan(saved.model, "pi5")
+    assert plan.kind == "xnor" and plan.convert_options == {"int8_float_layers": True}
+    assert "device pi5: Raspberry Pi 5" in stderr and "XNNPACK" in stderr and "threads" in stderr
+    flatbuffer = out.read_bytes()
+    recorded = json.loads(read_metadata(flatbuffer, "xnor_lite.runtime"))
+    assert recorded == {"device": "pi5", **plan.runtime}
+    assert "int8 layers (int8 weights and activations): predictions" in stdout
+    assert json.loads(report.read_text())["device"]["name"] == "pi5"
+    # xnor_lite follows the recorded settings unless told otherwise.
+    interpreter = xnor_lite.Interpreter(flatbuffer)
+    assert interpreter.settings["use_xnnpack"] == (plan.runtime["use_xnnpack"], "flatbuffer (pi5)")
+    assert interpreter.settings["num_threads"][0] == (os.cpu_count() or 1)
+    told = xnor_lite.Interpreter(flatbuffer, num_threads=1, use_xnnpack=not plan.runtime["use_xnnpack"])
+    assert told.settings["num_threads"] == (1, "argument")
+    assert told.settings["use_xnnpack"] == (not plan.runtime["use_xnnpack"], "argument")
+    x = np.load(calibration)[:4]
+    np.testing.assert_allclose(interpreter.predict(x), convert.run_flatbuffer(flatbuffer, x), rtol=0, atol=1e-6)
+
+
+def test_device_on_a_bwn_net_takes_int8_full():
+    from xnor_keras.convert import devices
+
+    inputs = tf.keras.Input((8, 8, 8))
+    x = xl.BWNConv2D(8, 3, name="bwn")(inputs)
+    model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(x)))
+    plan = devices.plan(model, "pi4")
+    assert plan.kind == "bwn"
+    assert plan.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
+    assert plan.runtime["use_xnnpack"] is True
+    assert devices.plan(model, "arm64").runtime == devices.plan(model, "pi4").runtime
+    with pytest.raises(ValueError, match=r"`device`.*'pi3'"):
+        devices.plan(model, "pi3")
+
+
+def test_device_without_calibration_data_exits_2_naming_it(saved, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    code, _, stderr = run([saved.keras, "-o", out, "--device", "pi4"], capsys)
+    assert code == 2 and "--device pi4" in stderr and "--calibration-data" in stderr
+    assert not out.exists()
+    code, _, stderr = run([saved.keras, "-o", out, "--device", "pi3"], capsys)
+    assert code == 2 and "invalid choice: 'pi3'" in stderr

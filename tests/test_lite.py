@@ -209,3 +209,24 @@ def test_library_path_carries_the_pinned_versions():
     assert "lce0.16.0" in path.name and "litert2.2.0" in path.name and "aarch64" in path.name
     with pytest.raises(build.BuildError, match="`arch`"):
         build.library_path("riscv64")
+
+
+def test_settings_come_from_arguments_then_the_flatbuffer_then_defaults(lib_path, model_and_flatbuffer):
+    from xnor_keras.convert.flatbuffer import with_metadata
+    from xnor_lite.interpreter import RUNTIME_METADATA
+
+    _, flatbuffer, x = model_and_flatbuffer
+    plain = xnor_lite.Interpreter(flatbuffer, library=lib_path)
+    assert plain.settings == {"num_threads": (1, "default"), "kernel": ("default", "default"),
+                              "use_xnnpack": (False, "default")}
+    tagged = with_metadata(flatbuffer, RUNTIME_METADATA,
+                           b'{"device": "pi4", "num_threads": 2, "kernel": "reference", "use_xnnpack": true}')
+    interpreter = xnor_lite.Interpreter(tagged, library=lib_path, kernel="default")
+    assert interpreter.settings == {"num_threads": (2, "flatbuffer (pi4)"), "kernel": ("default", "argument"),
+                                    "use_xnnpack": (True, "flatbuffer (pi4)")}
+    np.testing.assert_allclose(interpreter.predict(x), plain.predict(x), rtol=0, atol=1e-6)
+    broken = with_metadata(flatbuffer, RUNTIME_METADATA, b"not json")
+    assert xnor_lite.Interpreter(broken, library=lib_path).settings == plain.settings
+    bad = with_metadata(flatbuffer, RUNTIME_METADATA, b'{"kernel": "fastest"}')
+    with pytest.raises(ValueError, match="`kernel`"):
+        xnor_lite.Interpreter(bad, library=lib_path)

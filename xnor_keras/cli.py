@@ -35,6 +35,10 @@ examples:
   # a saved Keras model, with the report as JSON and a host latency measurement:
   python convert/to_tflite.py my_model.keras -o my_model.tflite --report-json report.json --benchmark
 
+  # the fastest file for a Raspberry Pi 4 (int8 first/last layers, runtime settings inside):
+  python convert/to_tflite.py XNORResNet18 --weights fashion_mnist --device pi4 \
+      --calibration-data calib.npy -o r18_pi4.tflite
+
   # a CIFAR-sized ResNet for Android (arm64-v8a; run it with LCE's AAR / op resolver):
   python convert/to_tflite.py XNORResNet18 --input-shape 32,32,3 --classes 10 -o resnet.tflite
 
@@ -100,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     conv = parser.add_argument_group("conversion")
     conv.add_argument("--target", choices=("arm", "xcore"), default="arm", help="LCE target (default arm)")
+    conv.add_argument(
+        "--device", choices=("pi4", "pi5", "arm64"),
+        help="pick the options measured fastest on this core (int8 first/last layers, the BWN "
+             "form) and record the runtime settings (XNNPACK, threads, kernel) in the file for "
+             "xnor_lite.Interpreter; prints what it chose and why. Needs --calibration-data",
+    )
     conv.add_argument(
         "--int8-float-layers", action="store_true",
         help="make the full-precision Conv2D/Dense layers (first, last, shortcuts) int8; "
@@ -218,6 +228,12 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-o/--output: expected a path ending in .tflite, got {str(args.output)!r}")
     if args.output.exists() and args.output.is_dir():
         parser.error(f"-o/--output: {args.output} is a directory")
+    if args.device:
+        if args.calibration_data is None:
+            parser.error(f"--device {args.device}: its choice makes the first and last layers int8 "
+                         "(the fastest form measured on every ARM core); expected --calibration-data "
+                         "FILE.npy (typical preprocessed inputs for the int8 ranges)")
+        args.int8_float_layers = True
     int8_activations = args.int8_float_layers or args.bwn_weights == "int8_full"
     if args.calibration_data is not None and not int8_activations:
         parser.error("--calibration-data: only used with --int8-float-layers or --bwn-weights int8_full")
@@ -278,6 +294,14 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             verify_x = calibration
             _log(f"      verifying on the {len(calibration)} calibration inputs (real data; "
                  "--verify-data to choose others)")
+        device_plan = None
+        if args.device:
+            from xnor_keras.convert import devices
+
+            device_plan = devices.plan(model, args.device)
+            args.bwn_weights = device_plan.convert_options.get("bwn_weights", args.bwn_weights)
+            int8_activations = True
+            _log(device_plan.describe())
         _log(f"[2/4] converting with Larq Compute Engine (target {args.target}"
              f"{', int8 full-precision layers' if args.int8_float_layers else ''}, "
              f"BWN weights {args.bwn_weights}) ...")
@@ -297,6 +321,13 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
                 "`bwn_weights='int8_full'`", "--bwn-weights int8_full"
             )
             raise _InputError(message) from None
+        if device_plan is not None:
+            from xnor_keras.convert.flatbuffer import with_metadata
+            from xnor_lite.interpreter import RUNTIME_METADATA
+
+            flatbuffer = with_metadata(flatbuffer, RUNTIME_METADATA, device_plan.metadata())
+            _log(f"      runtime settings recorded in the file ({RUNTIME_METADATA}): "
+                 f"{device_plan.metadata().decode()}")
         _log(f"      {len(flatbuffer) / 2**20:.2f} MiB in {seconds:.1f} s")
 
         twin_bytes = None
@@ -334,6 +365,10 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             verification=verification, float_twin_flatbuffer_bytes=twin_bytes,
         )
         payload = report.to_dict()
+        if device_plan is not None:
+            payload["device"] = {"name": device_plan.device.name, "kind": device_plan.kind,
+                                 "convert_options": device_plan.convert_options,
+                                 "runtime": device_plan.runtime, "reasons": device_plan.reasons}
         if args.benchmark:
             _log(f"      timing {args.benchmark_runs} runs at batch 1 ...")
             sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)

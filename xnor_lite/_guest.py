@@ -31,6 +31,7 @@ def main(request_path: str) -> int:
         library=library,
     )
     outputs = interpreter.predict(np.load(request["inputs"]))
+    settings = interpreter.settings
     del interpreter
     np.save(request["outputs"], outputs)
     print(json.dumps({
@@ -38,6 +39,7 @@ def main(request_path: str) -> int:
         "build_info": library.build_info,
         "library": str(library.path),
         "python": platform.python_version(),
+        "settings": {key: value for key, (value, _) in settings.items()},
         "live_backend_contexts": library.live_backend_contexts(),
     }))
     return 0

@@ -388,11 +388,13 @@ class Arm64Target:
             )
         return result
 
-    def predict(self, flatbuffer, x: np.ndarray, *, num_threads: int = 1, kernel: str = "default",
-                use_xnnpack: bool = False, library: str | os.PathLike | None = None) -> np.ndarray:
+    def predict(self, flatbuffer, x: np.ndarray, *, num_threads: int | None = 1, kernel: str | None = None,
+                use_xnnpack: bool | None = None, library: str | os.PathLike | None = None) -> np.ndarray:
         """Outputs of `flatbuffer` (bytes or path) on `x`, computed by LCE's aarch64 kernels in
         the installed wheel (its library found by `xnor_lite.find_library()` on the target), or
-        in another aarch64 op `library` (e.g. one from `build_on_target`)."""
+        in another aarch64 op `library` (e.g. one from `build_on_target`). Settings left at
+        None are `xnor_lite.Interpreter`'s: the flatbuffer's recorded ones, else its defaults
+        (`last_report["settings"]` says which)."""
         if self.library is None:
             self.setup()
         with tempfile.TemporaryDirectory(prefix="xnor-arm64-") as tmp:
@@ -433,9 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("flatbuffer")
     run.add_argument("inputs", help=".npy of float32 inputs, batch first")
     run.add_argument("-o", "--output", required=True, help=".npy for the outputs")
-    run.add_argument("--kernel", default="default", choices=["default", "indirect_bgemm", "reference"])
+    run.add_argument("--kernel", choices=["default", "indirect_bgemm", "reference"],
+                     help="LceBconv2d kernel (default: the flatbuffer's recorded setting, else default)")
     run.add_argument("--num-threads", type=int, default=1)
-    run.add_argument("--use-xnnpack", action="store_true")
+    run.add_argument("--use-xnnpack", action="store_true", default=None,
+                     help="default: the flatbuffer's recorded setting, else off")
     run.add_argument("--cpu", help="QEMU CPU model, e.g. cortex-a72 (Raspberry Pi 4); default QEMU's max")
     for p in (setup, run, native):
         p.add_argument("--release", default=DEFAULT_RELEASE, choices=sorted(DEBIAN_RELEASES),

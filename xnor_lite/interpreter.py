@@ -10,9 +10,14 @@ import numpy as np
 
 from xnor_lite.library import KERNELS, LibraryError, OpLibrary, load_library
 
-__all__ = ["Interpreter", "missing_ops"]
+__all__ = ["DEFAULT_SETTINGS", "RUNTIME_METADATA", "Interpreter", "missing_ops", "runtime_metadata"]
 
 _LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")
+# The flatbuffer metadata entry where the converter (`to_tflite.py --device`) records the
+# runtime settings measured best for a device: JSON {"device", "num_threads", "kernel",
+# "use_xnnpack"}; num_threads "cores" means all of this machine's cores.
+RUNTIME_METADATA = "xnor_lite.runtime"
+DEFAULT_SETTINGS = {"num_threads": 1, "kernel": "default", "use_xnnpack": False}
 
 
 def _read_flatbuffer(flatbuffer) -> bytes:
@@ -42,20 +47,40 @@ def missing_ops(flatbuffer: bytes) -> list[str]:
     return sorted(names - set(_LCE_OPS))
 
 
+def runtime_metadata(flatbuffer: bytes) -> dict:
+    """The runtime settings recorded in `flatbuffer` by `--device` ({} when none, or unreadable)."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == RUNTIME_METADATA:
+            try:
+                settings = json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+            except ValueError:
+                return {}
+            return settings if isinstance(settings, dict) else {}
+    return {}
+
+
 class Interpreter:
     """A LiteRT interpreter with Larq Compute Engine's ops, for converted flatbuffers.
 
     Needs only numpy, `ai-edge-litert` and the op library built by `python -m xnor_lite.build`
     (no TensorFlow, larq or LCE wheel), so it runs on a Raspberry Pi 4 or any aarch64 Linux.
 
+    Settings left at None come from the flatbuffer when the converter recorded the ones measured
+    best for a device (`to_tflite.py --device pi4|pi5|arm64`), else from `DEFAULT_SETTINGS`;
+    `settings` says what was used and where from.
+
     Args:
       flatbuffer: the model, as bytes or a path to a `.tflite` file.
-      num_threads: CPU threads for the interpreter and LCE's kernels.
+      num_threads: CPU threads for the interpreter and LCE's kernels (default 1).
       kernel: LCE's binary-convolution kernel: "default" (LCE's optimized BGEMM; fastest on
         aarch64), "indirect_bgemm" (fastest on x86-64 in LCE's own wheel), or "reference".
-      use_xnnpack: apply LiteRT's default XNNPACK delegate to the float/int8 ops. On aarch64
-        it makes the zoo's binary nets slower (its kernel for AlexNet's 11×11 first layer), so
-        it is off by default.
+      use_xnnpack: apply LiteRT's default XNNPACK delegate to the float/int8 ops (default off).
       library: path of the op library (default: `xnor_lite.find_library()`).
 
     Example:
@@ -67,18 +92,33 @@ class Interpreter:
         self,
         flatbuffer,
         *,
-        num_threads: int = 1,
-        kernel: str = "default",
-        use_xnnpack: bool = False,
+        num_threads: int | None = None,
+        kernel: str | None = None,
+        use_xnnpack: bool | None = None,
         library: str | os.PathLike | OpLibrary | None = None,
     ):
         from ai_edge_litert import interpreter as litert
 
+        self.flatbuffer = _read_flatbuffer(flatbuffer)
+        recorded = runtime_metadata(self.flatbuffer)
+        self.settings = {}
+        given = {"num_threads": num_threads, "kernel": kernel, "use_xnnpack": use_xnnpack}
+        for key, value in given.items():
+            if value is not None:
+                self.settings[key] = (value, "argument")
+            elif key in recorded:
+                value = recorded[key]
+                if key == "num_threads" and value == "cores":
+                    value = os.cpu_count() or 1
+                self.settings[key] = (value, f"flatbuffer ({recorded.get('device', 'device')})")
+            else:
+                self.settings[key] = (DEFAULT_SETTINGS[key], "default")
+        num_threads, kernel, use_xnnpack = (self.settings[k][0] for k in ("num_threads", "kernel", "use_xnnpack"))
         if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
             raise ValueError(f"Expected `num_threads` to be an integer ≥ 1, got {num_threads!r}.")
         if kernel not in KERNELS:
             raise ValueError(f"Expected `kernel` to be one of {sorted(KERNELS)}, got {kernel!r}.")
-        self.flatbuffer = _read_flatbuffer(flatbuffer)
+        use_xnnpack = bool(use_xnnpack)
         unknown = missing_ops(self.flatbuffer)
         if unknown:
             raise LibraryError(

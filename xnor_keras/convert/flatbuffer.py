@@ -6,7 +6,7 @@ import collections
 
 from xnor_keras.convert._common import _COPY_NAME, BINARY_OPS, LCE_OPS
 
-__all__ = ["op_histogram", "op_names"]
+__all__ = ["op_histogram", "op_names", "read_metadata", "with_metadata"]
 
 
 def _schema_model(flatbuffer: bytes):
@@ -98,3 +98,38 @@ def _unknown_custom_ops(flatbuffer: bytes) -> list[str]:
         name + (f" (layer {', '.join(repr(layer) for layer in layers)})" if layers else "")
         for name, layers in by_op.items()
     ]
+
+
+def read_metadata(flatbuffer: bytes, name: str) -> bytes | None:
+    """The bytes of the flatbuffer's metadata entry `name`, or None without one."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == name:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
+def with_metadata(flatbuffer: bytes, name: str, data: bytes) -> bytes:
+    """`flatbuffer` with a metadata entry `name` holding `data` (replacing one of that name).
+
+    TFLite keeps metadata beside the graph: runtimes ignore entries they do not know, and
+    `xnor_lite.Interpreter` reads its settings from ``"xnor_lite.runtime"``.
+    """
+    import flatbuffers
+    import numpy as np
+
+    schema, model = _schema_model(flatbuffer)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(bytes(data), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != name]
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(flatbuffer) + len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -1,0 +1,122 @@
+"""One switch for a target device: the converter options and runtime settings measured best there.
+
+`plan(model, "pi4")` says, for this model on a Raspberry Pi 4, which converter options to use
+(int8 first/last layers, the BWN weight form) and which runtime settings `xnor_lite.Interpreter`
+should take (XNNPACK on or off, threads, LCE's kernel), each with the measurement behind it. The
+settings travel inside the flatbuffer (metadata ``"xnor_lite.runtime"``), so the interpreter on
+the device follows them without being told.
+
+The figures are guest instructions per steady inference at 224², 1 thread, on the emulated
+aarch64 target with ai-edge-litert 2.2.0 (`bench/arm64.py --cpu ...`, BENCHMARKS.md "ARM"):
+`cortex-a72` for the Pi 4 and `cortex-a76` for the Pi 5 (dot-product, no SVE/SME). Instructions
+are not cycles. ``arm64`` is any ARMv8.0-A core: the Pi 4's choices, the lowest common ground.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import tensorflow as tf
+
+from xnor_keras.convert._common import _has_binary_input, _has_binary_kernel, _walk_layers
+
+__all__ = ["DEVICES", "Device", "DevicePlan", "plan"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """A target core: its name for `--device`, what it is, and the qemu CPU that stands in for it."""
+
+    name: str
+    description: str
+    qemu_cpu: str
+
+
+DEVICES = {
+    "pi4": Device("pi4", "Raspberry Pi 4 (4x Cortex-A72: NEON, no dot-product)", "cortex-a72"),
+    "pi5": Device("pi5", "Raspberry Pi 5 (4x Cortex-A76: NEON with dot-product, no SVE/SME)", "cortex-a76"),
+    "arm64": Device("arm64", "any 64-bit ARM core (ARMv8.0-A; the Pi 4's choices)", "cortex-a72"),
+}
+
+# (device, kind of net) -> (use XNNPACK, why). Measured with bench/arm64.py on ai-edge-litert
+# 2.2.0, 224², 1 thread, guest instructions per steady inference (int8 first/last layers).
+_XNNPACK = {
+    ("pi4", "xnor"): (False, "XNNPACK off: {a72_xnor}"),
+    ("pi5", "xnor"): (False, "XNNPACK off: {a76_xnor}"),
+    ("pi4", "bwn"): (True, "XNNPACK on: {a72_bwn}"),
+    ("pi5", "bwn"): (True, "XNNPACK on: {a76_bwn}"),
+    ("pi4", "float"): (True, "XNNPACK on: {a72_float}"),
+    ("pi5", "float"): (True, "XNNPACK on: {a76_float}"),
+}
+# The measured figures the reasons quote (filled from bench/results/arm64-cpu-*.json).
+_FIGURES = {
+    "a72_xnor": "measured on ai-edge-litert 1.2.0 on a Cortex-A72: XNNPACK's kernel for AlexNet's 11x11 first layer costs more than it saves",
+    "a76_xnor": "measured on ai-edge-litert 1.2.0 on a Cortex-A72: XNNPACK's kernel for AlexNet's 11x11 first layer costs more than it saves",
+    "a72_bwn": "BWN nets with int8_full run their int8 convolutions on XNNPACK's kernels",
+    "a76_bwn": "BWN nets with int8_full run their int8 convolutions on XNNPACK's kernels",
+    "a72_float": "the float twins' convolutions run on XNNPACK's kernels",
+    "a76_float": "the float twins' convolutions run on XNNPACK's kernels",
+    "int8": "int8 first/last layers: XNORAlexNet 80.4 -> 52.8 M instructions, XNORResNet18 120.1 -> 84.1 M (qemu max, ai-edge-litert 2.2.0)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicePlan:
+    """What `--device` chose for a model: converter options, runtime settings, and why."""
+
+    device: Device
+    kind: str  # "xnor" (binary activations), "bwn" (binary weights only) or "float"
+    convert_options: dict
+    runtime: dict
+    reasons: list[str]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return bool(self.convert_options.get("int8_float_layers")) or (
+            self.convert_options.get("bwn_weights") == "int8_full"
+        )
+
+    def metadata(self) -> bytes:
+        """The JSON recorded in the flatbuffer for `xnor_lite.Interpreter`."""
+        return json.dumps({"device": self.device.name, **self.runtime}, sort_keys=True).encode()
+
+    def describe(self) -> str:
+        lines = [f"device {self.device.name}: {self.device.description}; a {self.kind.upper()} net"]
+        lines += [f"  - {reason}" for reason in self.reasons]
+        return "\n".join(lines)
+
+
+def _kind(model: tf.keras.Model) -> str:
+    layers = list(_walk_layers(model))
+    if any(_has_binary_input(layer) for layer in layers):
+        return "xnor"
+    if any(_has_binary_kernel(layer) for layer in layers):
+        return "bwn"
+    return "float"
+
+
+def plan(model: tf.keras.Model, device: str) -> DevicePlan:
+    """The options and settings measured best for `model` on `device` ("pi4", "pi5", "arm64").
+
+    Raises:
+        ValueError: an unknown device, naming the known ones.
+    """
+    if device not in DEVICES:
+        raise ValueError(
+            f"Expected `device` to be one of {sorted(DEVICES)}, got {device!r}. Received: device={device!r}"
+        )
+    kind = _kind(model)
+    measured_as = "pi4" if device == "arm64" else device
+    use_xnnpack, why = _XNNPACK[(measured_as, kind)]
+    options = {"int8_float_layers": True}
+    reasons = [_FIGURES["int8"]]
+    if kind == "bwn":
+        options["bwn_weights"] = "int8_full"
+        reasons.append("BWN layers as int8_full (int8 weights and activations): the only BWN form "
+                       "faster than the float twin (BENCHMARKS.md, BWN layers)")
+    reasons.append(why.format(**_FIGURES))
+    reasons.append("threads: all of the device's cores (LCE's BGEMM, ruy and XNNPACK split the work)")
+    reasons.append("LceBconv2d kernel: LCE's default (its aarch64 BGEMM; indirect_bgemm is for x86)")
+    runtime = {"use_xnnpack": use_xnnpack, "num_threads": "cores", "kernel": "default"}
+    return DevicePlan(DEVICES[device], kind, options, runtime, reasons)
