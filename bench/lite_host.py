@@ -2,7 +2,8 @@
 
 Both run LCE 0.16's binary kernels compiled from the same sources; what differs is the runtime
 around them (the ai-edge-litert release's builtin kernels and XNNPACK against those built into
-LCE's wheel) and the compiler flags. Each round times one invocation on each interpreter in turn,
+LCE's wheel) and the compiler flags. Both take LCE's indirect BGEMM for LceBconv2d (its fastest
+x86 kernel; LCE's default BGEMM is 3-4x slower there). Each round times one invocation on each interpreter in turn,
 order alternating, and the figure is the median of the per-round ratios (xnor_lite ÷ LCE, so
 below 1 means xnor_lite is slower), with each side's median latency. x86-64 host, 1 thread.
 
@@ -51,7 +52,9 @@ def measure(name: str, size: int, rounds: int, log=print) -> list[dict]:
     x = rng.standard_normal((1, size, size, 3)).astype(np.float32)
     rows = []
     for use_xnnpack in (True, False):
-        ours = xnor_lite.Interpreter(flatbuffer, num_threads=1, use_xnnpack=use_xnnpack)
+        # The same binary kernel on both sides: LCE's indirect BGEMM, its fastest on x86.
+        ours = xnor_lite.Interpreter(flatbuffer, num_threads=1, use_xnnpack=use_xnnpack,
+                                     kernel="indirect_bgemm")
         theirs = lce.testing.Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=True,
                                          use_xnnpack=use_xnnpack)
         a, b = ours.predict(x), theirs.predict(x)

@@ -396,9 +396,11 @@ def test_device_on_a_bwn_net_takes_int8_full():
     x = xl.BWNConv2D(8, 3, name="bwn")(inputs)
     model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(x)))
     plan = devices.plan(model, "pi4")
-    assert plan.kind == "bwn"
+    assert plan.kind == "bwn" and plan.needs_calibration
     assert plan.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
-    assert plan.runtime["use_xnnpack"] is True
+    # Measured: XNNPACK's int8 kernels lose on a Cortex-A72 and win on a Cortex-A76.
+    assert plan.runtime["use_xnnpack"] is False
+    assert devices.plan(model, "pi5").runtime["use_xnnpack"] is True
     assert devices.plan(model, "arm64").runtime == devices.plan(model, "pi4").runtime
     with pytest.raises(ValueError, match=r"`device`.*'pi3'"):
         devices.plan(model, "pi3")
@@ -411,3 +413,18 @@ def test_device_without_calibration_data_exits_2_naming_it(saved, tmp_path, caps
     assert not out.exists()
     code, _, stderr = run([saved.keras, "-o", out, "--device", "pi3"], capsys)
     assert code == 2 and "invalid choice: 'pi3'" in stderr
+
+
+def test_device_on_a_float_net_needs_no_calibration_and_turns_xnnpack_on(tmp_path, capsys):
+    from xnor_keras.convert.flatbuffer import read_metadata
+
+    inputs = tf.keras.Input((8, 8, 3))
+    model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(L.Conv2D(4, 3, name="c")(inputs))))
+    saved = tmp_path / "float.keras"
+    model.save(saved)
+    out = tmp_path / "float.tflite"
+    code, stdout, stderr = run([saved, "-o", out, "--device", "pi4"], capsys)
+    assert code == 0, stderr
+    assert "kept float32" in stderr
+    assert json.loads(read_metadata(out.read_bytes(), "xnor_lite.runtime"))["use_xnnpack"] is True
+    assert "int8 layers" not in stdout

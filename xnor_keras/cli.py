@@ -228,14 +228,8 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-o/--output: expected a path ending in .tflite, got {str(args.output)!r}")
     if args.output.exists() and args.output.is_dir():
         parser.error(f"-o/--output: {args.output} is a directory")
-    if args.device:
-        if args.calibration_data is None:
-            parser.error(f"--device {args.device}: its choice makes the first and last layers int8 "
-                         "(the fastest form measured on every ARM core); expected --calibration-data "
-                         "FILE.npy (typical preprocessed inputs for the int8 ranges)")
-        args.int8_float_layers = True
     int8_activations = args.int8_float_layers or args.bwn_weights == "int8_full"
-    if args.calibration_data is not None and not int8_activations:
+    if args.calibration_data is not None and not int8_activations and not args.device:
         parser.error("--calibration-data: only used with --int8-float-layers or --bwn-weights int8_full")
     if args.int8_float_layers and args.calibration_data is None:
         parser.error("--int8-float-layers: expected --calibration-data FILE.npy (typical inputs for the int8 ranges)")
@@ -245,13 +239,9 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
     # int8_dynamic rounds each BWN layer's input on the fly: measured 4e-4 relative on the BWN
     # zoo models at 224x224, 1e-2 on small random BWN stacks, up to 0.2 where binary
     # activations follow a BWN layer (a rounded input flips a sign near its threshold).
-    if args.rtol is None:
-        args.rtol = 0.1 if int8_activations or args.bwn_weights == "int8_dynamic" else 1e-3
-    if args.min_agreement is None:
-        args.min_agreement = 0.9 if int8_activations or args.bwn_weights == "int8_dynamic" else 0.99
-    if not 0 < args.rtol:
+    if args.rtol is not None and not 0 < args.rtol:
         parser.error(f"--rtol: expected a positive number, got {args.rtol}")
-    if not 0 <= args.min_agreement <= 1:
+    if args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
         parser.error(f"--min-agreement: expected a number in [0, 1], got {args.min_agreement}")
 
     import numpy as np
@@ -299,9 +289,20 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             from xnor_keras.convert import devices
 
             device_plan = devices.plan(model, args.device)
-            args.bwn_weights = device_plan.convert_options.get("bwn_weights", args.bwn_weights)
-            int8_activations = True
             _log(device_plan.describe())
+            if device_plan.needs_calibration and calibration is None:
+                raise _InputError(
+                    f"--device {args.device}: its choice makes the first and last layers int8 (the "
+                    "fastest form measured on every ARM core); expected --calibration-data FILE.npy "
+                    "(a few dozen typical, preprocessed inputs for the int8 ranges)")
+            args.int8_float_layers = args.int8_float_layers or device_plan.convert_options.get("int8_float_layers", False)
+            args.bwn_weights = device_plan.convert_options.get("bwn_weights", args.bwn_weights)
+            int8_activations = args.int8_float_layers or args.bwn_weights == "int8_full"
+        lossy = int8_activations or args.bwn_weights == "int8_dynamic"
+        if args.rtol is None:
+            args.rtol = 0.1 if lossy else 1e-3
+        if args.min_agreement is None:
+            args.min_agreement = 0.9 if lossy else 0.99
         _log(f"[2/4] converting with Larq Compute Engine (target {args.target}"
              f"{', int8 full-precision layers' if args.int8_float_layers else ''}, "
              f"BWN weights {args.bwn_weights}) ...")
@@ -337,7 +338,6 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             kwargs = {k: v for k, v in (("input_shape", args.input_shape), ("classes", args.classes)) if v}
             twin_bytes = len(xc.convert(zoo.get_model(twin, **kwargs)))
 
-        lossy = int8_activations or args.bwn_weights == "int8_dynamic"
         verification = None
         if args.no_verify:
             _log("[3/4] verification skipped (--no-verify)")

@@ -39,25 +39,34 @@ DEVICES = {
     "arm64": Device("arm64", "any 64-bit ARM core (ARMv8.0-A; the Pi 4's choices)", "cortex-a72"),
 }
 
-# (device, kind of net) -> (use XNNPACK, why). Measured with bench/arm64.py on ai-edge-litert
-# 2.2.0, 224², 1 thread, guest instructions per steady inference (int8 first/last layers).
-_XNNPACK = {
-    ("pi4", "xnor"): (False, "XNNPACK off: {a72_xnor}"),
-    ("pi5", "xnor"): (False, "XNNPACK off: {a76_xnor}"),
-    ("pi4", "bwn"): (True, "XNNPACK on: {a72_bwn}"),
-    ("pi5", "bwn"): (True, "XNNPACK on: {a76_bwn}"),
-    ("pi4", "float"): (True, "XNNPACK on: {a72_float}"),
-    ("pi5", "float"): (True, "XNNPACK on: {a76_float}"),
+# Measured with bench/arm64.py on ai-edge-litert 2.2.0: guest instructions per steady inference,
+# 224², 1 thread, on qemu's cortex-a72 (Pi 4) and cortex-a76 (Pi 5) CPU models.
+_INT8 = {
+    "pi4": "int8 first/last layers: XNORAlexNet 80.4 -> 70.6 M instructions, XNORResNet18 "
+           "120.6 -> 113.5 M (Cortex-A72: no dot-product, so the int8 first layer gains less)",
+    "pi5": "int8 first/last layers: XNORAlexNet 80.4 -> 52.9 M instructions, XNORResNet18 "
+           "120.6 -> 84.3 M (Cortex-A76, dot-product)",
 }
-# The measured figures the reasons quote (filled from bench/results/arm64-cpu-*.json).
-_FIGURES = {
-    "a72_xnor": "measured on ai-edge-litert 1.2.0 on a Cortex-A72: XNNPACK's kernel for AlexNet's 11x11 first layer costs more than it saves",
-    "a76_xnor": "measured on ai-edge-litert 1.2.0 on a Cortex-A72: XNNPACK's kernel for AlexNet's 11x11 first layer costs more than it saves",
-    "a72_bwn": "BWN nets with int8_full run their int8 convolutions on XNNPACK's kernels",
-    "a76_bwn": "BWN nets with int8_full run their int8 convolutions on XNNPACK's kernels",
-    "a72_float": "the float twins' convolutions run on XNNPACK's kernels",
-    "a76_float": "the float twins' convolutions run on XNNPACK's kernels",
-    "int8": "int8 first/last layers: XNORAlexNet 80.4 -> 52.8 M instructions, XNORResNet18 120.1 -> 84.1 M (qemu max, ai-edge-litert 2.2.0)",
+# (device, kind of net) -> (use XNNPACK, why)
+_XNNPACK = {
+    ("pi4", "xnor"): (False, "XNNPACK off: XNORAlexNet 70.3 M instructions without it, 146.2 M with "
+                             "(its int8 11x11 first layer); XNORResNet18 112.0 M against 190.3 M"),
+    ("pi5", "xnor"): (False, "XNNPACK off: XNORAlexNet 52.5 M instructions without it, 58.5 M with; "
+                             "XNORResNet18 82.8 M against 88.2 M"),
+    ("pi4", "bwn"): (False, "XNNPACK off: with int8_full, BWNAlexNet 321.8 M instructions without it, "
+                            "339.4 M with; BWNResNet18 492.2 M against 531.1 M"),
+    ("pi5", "bwn"): (True, "XNNPACK on: with int8_full, BWNAlexNet 153.6 M instructions with it, "
+                           "175.6 M without; BWNResNet18 226.6 M against 235.4 M"),
+    ("pi4", "float"): (True, "XNNPACK on: AlexNet 428.8 M instructions with it, 462.7 M without; "
+                             "ResNet18 667.3 M against 687.2 M"),
+    ("pi5", "float"): (True, "XNNPACK on: AlexNet 428.8 M instructions with it, 462.7 M without; "
+                             "ResNet18 667.3 M against 687.2 M"),
+}
+_BWN_FORM = {
+    "pi4": "BWN layers as int8_full (int8 weights and activations): BWNAlexNet 321.8 M instructions "
+           "against 428.8 M for the float twin at its best, BWNResNet18 492.2 M against 667.3 M",
+    "pi5": "BWN layers as int8_full (int8 weights and activations): BWNAlexNet 153.6 M instructions "
+           "against 428.8 M for the float twin at its best, BWNResNet18 226.6 M against 667.3 M",
 }
 
 
@@ -109,13 +118,19 @@ def plan(model: tf.keras.Model, device: str) -> DevicePlan:
     kind = _kind(model)
     measured_as = "pi4" if device == "arm64" else device
     use_xnnpack, why = _XNNPACK[(measured_as, kind)]
-    options = {"int8_float_layers": True}
-    reasons = [_FIGURES["int8"]]
+    if kind == "float":
+        # A float net's "first and last layers" are all its layers: int8 would be a different
+        # model, which --device does not decide for you (convert with --int8-float-layers).
+        options = {}
+        reasons = ["float net: kept float32 (the float twins are the baseline; "
+                   "--int8-float-layers makes every layer int8)"]
+    else:
+        options = {"int8_float_layers": True}
+        reasons = [_INT8[measured_as]]
     if kind == "bwn":
         options["bwn_weights"] = "int8_full"
-        reasons.append("BWN layers as int8_full (int8 weights and activations): the only BWN form "
-                       "faster than the float twin (BENCHMARKS.md, BWN layers)")
-    reasons.append(why.format(**_FIGURES))
+        reasons.append(_BWN_FORM[measured_as])
+    reasons.append(why)
     reasons.append("threads: all of the device's cores (LCE's BGEMM, ruy and XNNPACK split the work)")
     reasons.append("LceBconv2d kernel: LCE's default (its aarch64 BGEMM; indirect_bgemm is for x86)")
     runtime = {"use_xnnpack": use_xnnpack, "num_threads": "cores", "kernel": "default"}
