@@ -11,7 +11,7 @@ width and issue rates, so the ratio is a proxy for a Cortex-A's time ratio, not 
 Which CPU: qemu's default `max` has SVE2 and SME with long vectors, and LiteRT 2.2's XNNPACK runs
 float GEMMs there as KleidiAI SME kernels (`kai_kernel_matmul_..._sme_mopa`), a handful of
 instructions for a tile no Raspberry Pi (nor most phones) has: the float twins take 5-6x fewer
-instructions on `max` than on a Cortex-A76. For a Pi, read `--cpu cortex-a72` (Pi 4) and
+instructions on `max` than on a Cortex-A76 (AlexNet 79.4 against 428.8 M). For a Pi, read `--cpu cortex-a72` (Pi 4) and
 `--cpu cortex-a76` (Pi 5: dot-product, no SVE/SME).
 
     python bench/arm64.py                 # 224², every model and setting (~15 min on 2 cores)
@@ -517,8 +517,9 @@ def markdown(result: dict) -> str:
              "to the guest's Python/malloc state: the two steady invocations of one process differ by "
              "~1.4 k instructions, repeated processes by ~100 (≤ 0.001%). Each phase includes one marker "
              f"call ({m(runs[0]['marker_overhead']) if runs else '?'}). Guest CPU: qemu's default `max` "
-             "model (it has the dot-product instructions ruy's int8 kernel uses) unless a section says "
-             "otherwise.",
+             "model (it has the dot-product instructions ruy's int8 kernel uses, and SVE/SME, which "
+             "LiteRT 2.2's XNNPACK uses for float GEMMs: no Raspberry Pi has them) unless a section says "
+             "otherwise; for a Pi read the `-cpu cortex-a72` (Pi 4) and `-cpu cortex-a76` (Pi 5) sections.",
              "",
              f"Inputs {', '.join(f'{k} {v}²' for k, v in result['sizes'].items())}, 1000 classes, BatchNorm "
              "statistics calibrated on random inputs, 1 thread. *load* = `Interpreter(...)` (read, build, "
