@@ -221,7 +221,7 @@ def test_a_library_for_another_litert_release_is_refused_on_the_pi(target):
     assert 'pip install "ai-edge-litert==1.2.0"' in out
 
 @pytest.mark.skipif(not os.environ.get("XNOR_LITE_TEST_BUILD_ON_TARGET"),
-                    reason="emulates every compile (~40 min on 2 cores): set XNOR_LITE_TEST_BUILD_ON_TARGET=1")
+                    reason="emulates every compile (~6 min on 2 cores): set XNOR_LITE_TEST_BUILD_ON_TARGET=1")
 def test_library_built_by_trixies_own_gxx_under_qemu_matches_the_cross_built_one(target, every_op):
     """Building on the device, checked: Debian trixie's aarch64 g++ 14, each stage under qemu,
     from the pinned sources, gives a library that computes what the cross-built one (the host's
