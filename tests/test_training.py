@@ -427,3 +427,52 @@ def test_short_recipe_scales_its_staircase_to_the_run_and_paper_recipes_do_not()
     assert [doubled(epoch) for epoch in (7, 8, 23)] == [1.0, 0.75, 0.02]
     paper = training.RECIPES["resnet18-paper"]
     assert paper.milestones_for(12) == paper.milestones == ((30, 1e-2), (40, 1e-4))
+
+
+# ---- held-out validation split ---------------------------------------------------------------
+
+
+def _config(**kwargs):
+    return training.TrainConfig(model=MODEL, dataset="fashion_mnist", output="unused", epochs=1,
+                                batch_size=8, optimizer="adam", learning_rate=1e-3, milestones=[], **kwargs)
+
+
+def test_splits_hold_out_the_end_of_train_for_validation_and_keep_test_for_the_end():
+    big = {"train": 60000, "test": 10000}
+    assert training._splits(big, _config()) == ("train[:-5000]", "train[-5000:]", "test")
+    assert training._splits(big, _config(holdout=1000)) == ("train[:-1000]", "train[-1000:]", "test")
+    assert training._splits(big, _config(holdout=0)) == ("train", "test", None)  # as before
+    small = {"train": 2000, "test": 500}
+    assert training._splits(small, _config()) == ("train", "test", None)  # too small to spare 5,000
+    assert training._splits(small, _config(holdout=200)) == ("train[:-200]", "train[-200:]", "test")
+    with_validation = {"train": 60000, "validation": 5000, "test": 10000}
+    assert training._splits(with_validation, _config()) == ("train", "validation", "test")
+    assert training._splits(big, _config(eval_split="test")) == ("train", "test", None)  # the user's choice
+    with pytest.raises(ValueError, match="`holdout`.*2,000"):
+        training._splits(small, _config(holdout=2000))
+    with pytest.raises(ValueError, match="`holdout`"):
+        training._splits(small, _config(holdout=-1))
+
+
+@needs_fashion_mnist
+def test_holdout_run_selects_on_validation_and_reports_test_once(fashion_data_dir, tmp_path, capsys):
+    """Real images (the 2,000 / 500 local subset): the last 200 training images validate, the best
+    validation epoch's weights are evaluated once on the test split."""
+    run = tmp_path / "run"
+    code = train_main(["--model", MODEL, "--dataset", "fashion_mnist", "--data-dir", str(fashion_data_dir),
+                       "--no-download", "--image-size", "28", "--batch-size", "32", "--epochs", "2",
+                       "--steps-per-epoch", "4", "--holdout", "200", "--output", str(run)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "train[:-200] -> train[-200:] (test: test, once, at the end)" in err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["validation_split"] == "train[-200:]" and metrics["test_split"] == "test"
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert json.loads((run / "config.json").read_text())["holdout"] == 200
+    # The test figure is the best validation epoch's model on the 500 test images.
+    best = tf.keras.models.load_model(run / "model.keras")
+    best.load_weights(run / "checkpoints" / "best.weights.h5")
+    test = data.load_dataset("fashion_mnist", "test", batch_size=500, training=False, image_size=28,
+                             data_dir=fashion_data_dir, seed=0, download=False)
+    _, accuracy = best.evaluate(test, verbose=0)[:2]
+    assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)

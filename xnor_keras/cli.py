@@ -480,7 +480,12 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher-weight", type=float, help="w in [0, 1] (default 1: the teacher's distribution only)")
     parser.add_argument("--teacher-temperature", type=float, help="T > 0 (default 1)")
     parser.add_argument("--train-split", default="train")
-    parser.add_argument("--eval-split", help="default: validation, else test")
+    parser.add_argument("--eval-split", help="default: validation, else the held-out end of train "
+                        "(--holdout), else test")
+    parser.add_argument("--holdout", type=int, help="images held out from the end of train for "
+                        "validation when the dataset has no validation split (default 5000 when train "
+                        "has at least 50,000 images, else 0); the test split is then evaluated once, "
+                        "with the best validation epoch's weights")
     parser.add_argument("--steps-per-epoch", type=_positive_int)
     parser.add_argument("--validation-steps", type=_positive_int)
     parser.add_argument(
@@ -526,7 +531,7 @@ def _check_model_name(name: str) -> None:
 
 # Options a resumed run takes from its config.json unless given again (argparse default None).
 _RESUMABLE = ("recipe", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "image_size",
-              "data_dir", "manual_dir", "source_dir", "eval_split", "steps_per_epoch", "validation_steps",
+              "data_dir", "manual_dir", "source_dir", "eval_split", "holdout", "steps_per_epoch", "validation_steps",
               "teacher", "teacher_weight", "teacher_temperature")
 
 
@@ -614,6 +619,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             source_dir=None if args.source_dir is None else str(args.source_dir),
             train_split=args.train_split,
             eval_split=args.eval_split,
+            holdout=args.holdout,
             image_size=args.image_size,
             steps_per_epoch=args.steps_per_epoch,
             validation_steps=args.validation_steps,

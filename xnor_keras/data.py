@@ -84,11 +84,13 @@ IMAGENET_CROP = 224
 class DatasetInfo:
     """What a pipeline needs to know about a dataset: classes, channels, splits, image size."""
 
-    def __init__(self, name: str, num_classes: int, channels: int, splits: Sequence[str], image_size):
+    def __init__(self, name: str, num_classes: int, channels: int, splits: Sequence[str], image_size,
+                 split_sizes: dict | None = None):
         self.name = name
         self.num_classes = num_classes
         self.channels = channels
         self.splits = tuple(splits)
+        self.split_sizes = dict(split_sizes or {})  # split name -> examples, where known
         self.image_size = image_size  # (h, w) or None when images vary in size
 
     @property
@@ -300,6 +302,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         channels=shape[-1] or 3,
         splits=list(info.splits.keys()),
         image_size=None if None in shape[:2] else tuple(shape[:2]),
+        split_sizes={name: split.num_examples for name, split in info.splits.items()},
     )
 
 

@@ -243,6 +243,11 @@ class TrainConfig:
     source_dir: str | None = None
     train_split: str = "train"
     eval_split: str | None = None
+    holdout: int | None = None
+    """Images held out from the end of the ``train`` split for validation (model selection, the
+    curves) when the dataset has no validation split and `eval_split` is not given; the test
+    split is then evaluated once, with the best validation epoch's weights. None: 5,000 when the
+    training split has at least 50,000 images (Fashion-MNIST, CIFAR), else 0 (validate on test)."""
     image_size: int | None = None
     steps_per_epoch: int | None = None
     validation_steps: int | None = None
@@ -319,6 +324,33 @@ def _eval_split(info_splits: Sequence[str], requested: str | None) -> str:
         if name in info_splits:
             return name
     return "test"
+
+
+DEFAULT_HOLDOUT = 5000
+
+
+def _splits(info_splits: dict, config: "TrainConfig") -> tuple[str, str, str | None]:
+    """(train, validation, test or None): the splits a run trains, selects and reports on.
+
+    `info_splits` maps the dataset's split names to their sizes (examples)."""
+    eval_split = _eval_split(info_splits, config.eval_split)
+    if config.eval_split or "validation" in info_splits or config.train_split != "train":
+        test = "test" if "test" in info_splits and eval_split != "test" else None
+        return config.train_split, eval_split, test
+    available = int(info_splits.get("train") or 0)
+    holdout = config.holdout
+    if holdout is None:
+        holdout = DEFAULT_HOLDOUT if available >= 10 * DEFAULT_HOLDOUT else 0
+    if holdout < 0:
+        raise ValueError(f"Expected `holdout` to be 0 or more images, got {holdout}. Received: holdout={holdout}")
+    if not holdout:
+        return config.train_split, eval_split, None
+    if available and holdout >= available:
+        raise ValueError(
+            f"Expected `holdout` to be smaller than the {available:,d} training images, got {holdout}. "
+            f"Received: holdout={holdout}"
+        )
+    return f"train[:-{holdout}]", f"train[-{holdout}:]", "test" if "test" in info_splits else None
 
 
 def _build_model(name: str, input_shape, classes: int, options: dict | None = None):
@@ -404,9 +436,10 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     )
     # Everything that can reject the run (data, model, arguments) happens before the first write
     # to the output directory, so a run that fails validation leaves nothing behind.
-    train_ds = data.load_dataset(config.dataset, config.train_split, training=True, **common)
     info = data.dataset_info(config.dataset, config.data_dir)
-    eval_split = _eval_split(info.splits, config.eval_split)
+    train_split, eval_split, test_split = _splits(
+        {name: info.split_sizes.get(name, 0) for name in info.splits}, config)
+    train_ds = data.load_dataset(config.dataset, train_split, training=True, **common)
     if config.steps_per_epoch:
         # Keras keeps one iterator across epochs when steps_per_epoch is set: without repeat()
         # a finite dataset runs out and training stops early.
@@ -452,7 +485,8 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
     log(
         f"training {model.name} ({model.count_params():,d} parameters) on {config.dataset} "
-        f"{config.train_split} -> {eval_split}, input {input_shape}, {info.num_classes} classes, "
+        f"{train_split} -> {eval_split}{f' (test: {test_split}, once, at the end)' if test_split else ''}, "
+        f"input {input_shape}, {info.num_classes} classes, "
         f"{config.epochs} epochs, global batch {config.batch_size} over "
         f"{strategy.num_replicas_in_sync} replica(s), {config.optimizer} lr {config.learning_rate:g}"
         + (f", distilling from {config.teacher} (weight {config.teacher_weight:g}, temperature "
@@ -489,6 +523,22 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     # Saving is collective under multi-worker strategies: every worker saves, non-chief ones to
     # their own temporary directory.
     model.save(work / "model.keras")
+    if test_split:
+        # The test split, touched once: the weights of the best validation epoch.
+        best = work / "checkpoints" / "best.weights.h5"
+        if best.exists():
+            model.load_weights(best)
+        test_ds = data.load_dataset(config.dataset, test_split, training=False, **common)
+        if config.teacher:
+            from xnor_keras import distillation
+
+            test_ds = distillation.with_teacher(test_ds, teacher)
+        tested = model.evaluate(test_ds, return_dict=True, verbose=0)
+        results.update({f"test_{k}": float(v) for k, v in tested.items()})
+        results["test_split"] = test_split
+        log(f"test ({test_split}, best validation epoch's weights): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in tested.items()))
+    results["validation_split"] = eval_split
     if chief:
         plot_history(output / "history.csv", output / "training_curves.png")
         (output / "metrics.json").write_text(json.dumps(results, indent=2))
