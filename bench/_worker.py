@@ -460,7 +460,12 @@ def task_train_family(args: dict) -> dict:
 
     for entry in args["entries"]:
         key = entry["key"]
-        model = _build(entry["model"], size, entry.get("options"))
+        if entry.get("policy"):  # e.g. mixed_bfloat16: the model keeps the policy it is built under
+            tf.keras.mixed_precision.set_global_policy(entry["policy"])
+        try:
+            model = _build(entry["model"], size, entry.get("options"))
+        finally:
+            tf.keras.mixed_precision.set_global_policy("float32")
         for transform in entry.get("transforms", ()):
             TRAIN_TRANSFORMS[transform](model)
         # What xnor_keras.training uses (WeightClip inside the update); "keras" for Keras' own.

@@ -3,7 +3,8 @@
 The same measurement as ``bench/benchmark.py``'s training step (``_worker.task_train_family``:
 ``model.fit`` on synthetic data, Adam, one warm-up call, then the models stepped in rounds), at
 any size and batch, with builder options, ``jit_compile`` and diagnostic transforms per entry.
-Each entry is ``KEY=MODEL[+jit][+ojit][+keras_adam][+opt=value...][+transform...]`` (``jit``: the whole step
+Each entry is ``KEY=MODEL[+jit][+ojit][+keras_adam][+bf16|+fp16][+opt=value...][+transform...]`` (``bf16`` /
+``fp16``: built under Keras' mixed_bfloat16 / mixed_float16 policy; ``jit``: the whole step
 XLA-compiled; ``ojit``: the optimizer's per-variable update XLA-compiled, which Keras only does
 with a GPU; ``keras_adam``: Keras' Adam with its separate constraint pass instead of
 ``xnor_keras.optimizers.Adam``, which clips inside the update); ratios are taken round by
@@ -49,6 +50,8 @@ def _entry(text: str) -> dict:
             entry["optimizer_jit"] = True
         elif part == "keras_adam":
             entry["optimizer"] = "keras"
+        elif part in ("bf16", "fp16"):
+            entry["policy"] = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[part]
         elif "=" in part:
             name, _, value = part.partition("=")
             entry["options"][name] = json.loads(value) if value[:1] in "0123456789-[{\"" else value
@@ -56,7 +59,7 @@ def _entry(text: str) -> dict:
             entry["transforms"].append(part)
         else:
             raise argparse.ArgumentTypeError(
-                f"unknown part {part!r}: expected jit, ojit, keras_adam, OPTION=VALUE or one of {sorted(_worker.TRAIN_TRANSFORMS)}"
+                f"unknown part {part!r}: expected jit, ojit, keras_adam, bf16, fp16, OPTION=VALUE or one of {sorted(_worker.TRAIN_TRANSFORMS)}"
             )
     return entry
 
