@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,3 +37,17 @@ def kind_of(name: str) -> str:
 def log(message: str) -> None:
     print(message, flush=True)
 
+
+
+# Debian's dataset-fashion-mnist: the real images the accuracy benchmarks read.
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path):
+    """A gzipped MNIST-format IDX file as a numpy uint8 array (magic, big-endian dims, bytes)."""
+    import numpy as np
+
+    raw = gzip.decompress(Path(path).read_bytes())
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)

@@ -15,7 +15,6 @@ takes ~0.05 s an image under qemu (~9 min a model for all 10,000).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -24,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from _common import FASHION_MNIST, read_idx  # noqa: E402
 import xnor_keras  # noqa: E402,F401  (binds Keras 2)
 
 from xnor_keras import convert, zoo  # noqa: E402
@@ -33,15 +33,7 @@ from xnor_keras.convert import devices  # noqa: E402
 from xnor_keras.convert.flatbuffer import with_metadata  # noqa: E402
 from xnor_lite.interpreter import RUNTIME_METADATA  # noqa: E402
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 RESULTS = ROOT / "bench" / "results"
-
-
-def read_idx(path: Path) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes())
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def main(argv: list[str] | None = None) -> int:

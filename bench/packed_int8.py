@@ -11,29 +11,21 @@ agreement with the published model. Keras on the host; ~1 min a model on 2 cores
 
 from __future__ import annotations
 
-import gzip
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from _common import FASHION_MNIST, read_idx  # noqa: E402
 import xnor_keras  # noqa: E402,F401  (binds Keras 2)
 import tensorflow as tf  # noqa: E402
 
 from xnor_keras import binary_weights as xbw  # noqa: E402
 from xnor_keras import zoo  # noqa: E402
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes())
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def main() -> int:

@@ -72,14 +72,29 @@ def test_target_is_trixie_python313_with_the_pip_installed_wheel(target):
     assert target.wheel.name.endswith("_aarch64.whl")
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
-def test_zoo_model_verifies_on_arm64_kernels(target, name):
+@pytest.fixture(scope="module")
+def zoo_cases():
+    """name -> (flatbuffer, inputs, Keras outputs): each zoo model built and converted once."""
+    return {}
+
+
+def _zoo_case(cases: dict, name: str):
+    """(model or None when built by an earlier test, flatbuffer, x, Keras outputs on x)."""
+    if name in cases:
+        return (None, *cases[name])
     size = SMALL_SIZE[_family(name)]
     model = zoo.get_model(name, input_shape=(size, size, 3), classes=CLASSES)
     rng = np.random.default_rng(0)
     calibrate_batchnorm(model, rng.standard_normal((16, size, size, 3)).astype(np.float32))
     x = rng.standard_normal((4, size, size, 3)).astype(np.float32)
-    flatbuffer = convert.convert(model)
+    cases[name] = (convert.convert(model), x, model.predict(x, verbose=0))
+    return (model, *cases[name])
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_zoo_model_verifies_on_arm64_kernels(target, zoo_cases, name):
+    zoo_cases.pop(name, None)  # this test needs the model itself
+    model, flatbuffer, x, _ = _zoo_case(zoo_cases, name)
 
     result = convert.verify(model, flatbuffer, x, target="arm64")
     assert result.target == "arm64"
@@ -138,21 +153,17 @@ def test_int8_first_and_last_layers_match_the_int8_reference_on_each_cpu(target,
     assert np.abs(arm - reference).max() <= 0.1 * np.abs(reference).max()
 
 
-def test_bookworm_target_runs_a_zoo_model_on_python311(target):
+def test_bookworm_target_runs_a_zoo_model_on_python311(target, zoo_cases):
     """Raspberry Pi OS bookworm (Python 3.11), still widespread: the same wheel, installed by
     bookworm's pip, on one zoo model against Keras."""
     bookworm = Arm64Target(target.cache_dir, release="bookworm").setup()
     who = _who_am_i(bookworm)
     assert who["python"].startswith("3.11.") and who["machine"] == "aarch64"
     assert bookworm.wheel == target.wheel
-    model = zoo.get_model("XNORResNet18", input_shape=(32, 32, 3), classes=CLASSES)
-    rng = np.random.default_rng(0)
-    calibrate_batchnorm(model, rng.standard_normal((16, 32, 32, 3)).astype(np.float32))
-    x = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
-    flatbuffer = convert.convert(model)
+    _, flatbuffer, x, keras = _zoo_case(zoo_cases, "XNORResNet18")  # as the trixie test converted it
     arm = bookworm.predict(flatbuffer, x)
     assert bookworm.last_report["python"].startswith("3.11.")
-    np.testing.assert_allclose(arm, model.predict(x, verbose=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(arm, keras, rtol=0, atol=1e-5)
     host = lce.testing.Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=True).predict(x)
     np.testing.assert_allclose(arm, host, rtol=0, atol=1e-5)
 

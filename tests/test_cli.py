@@ -362,7 +362,7 @@ def test_output_path_that_is_a_directory_exits_2(saved, tmp_path, capsys):
 def test_device_picks_int8_layers_records_runtime_settings_and_says_why(saved, tmp_path, capsys):
     import xnor_lite
     from xnor_keras.convert import devices
-    from xnor_keras.convert.flatbuffer import read_metadata
+    from xnor_lite.interpreter import read_metadata
 
     calibration = tmp_path / "calib.npy"
     np.save(calibration, np.random.default_rng(3).standard_normal((16, 8, 8, 32)).astype(np.float32))
@@ -416,7 +416,7 @@ def test_device_without_calibration_data_exits_2_naming_it(saved, tmp_path, caps
 
 
 def test_device_on_a_float_net_needs_no_calibration_and_turns_xnnpack_on(tmp_path, capsys):
-    from xnor_keras.convert.flatbuffer import read_metadata
+    from xnor_lite.interpreter import read_metadata
 
     inputs = tf.keras.Input((8, 8, 3))
     model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(L.Conv2D(4, 3, name="c")(inputs))))

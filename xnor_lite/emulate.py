@@ -124,6 +124,20 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def ensure_root(root: Path, release: str, packages, *, cache_dir: Path, log=print) -> None:
+    """A Debian `release` arm64 root with `packages` at `root`, made unless its stamp says it is
+    already that root (the stamp also covers the Pi cpuinfo it carries)."""
+    stamp = root / ".xnor_lite-root.json"
+    wanted = {"release": release, "packages": list(packages),
+              "cpuinfo": hashlib.sha256(CPUINFO.encode()).hexdigest()[:12]}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return
+    started = time.time()
+    make_root(root, release, packages, cache_dir=cache_dir, log=log)
+    stamp.write_text(json.dumps(wanted))
+    log(f"[xnor_lite.emulate] arm64 {release} root ready in {time.time() - started:.0f} s: {root}")
+
+
 def make_root(root: Path, release: str, packages, *, cache_dir: Path, log=print) -> None:
     """A Debian `release` arm64 root with `packages` at `root`, made in a staging folder and
     renamed into place (so an interrupted setup leaves no half root)."""
@@ -212,12 +226,7 @@ def build_on_target(cache_dir: str | os.PathLike | None = None, *, release: str 
     compared with the cross-built library). Slow: every compile is emulated."""
     cache_dir = Path(cache_dir or build.default_cache_dir())
     root = cache_dir / f"arm64-{release}-gxx"
-    packages = ("g++", "libgemmlowp-dev")
-    stamp = root / ".xnor_lite-root.json"
-    wanted = {"release": release, "packages": list(packages)}
-    if not (stamp.exists() and json.loads(stamp.read_text()) == wanted):
-        make_root(root, release, packages, cache_dir=cache_dir, log=log)
-        stamp.write_text(json.dumps(wanted))
+    ensure_root(root, release, ("g++", "libgemmlowp-dev"), cache_dir=cache_dir, log=log)
     compiler = [sys.executable, "-m", "xnor_lite.emulate", "gxx", "--root", str(root), "--"]
     return build.build_library("aarch64", compiler=compiler, source_dir=source_dir, jobs=jobs,
                                out_dir=cache_dir / f"built-on-{release}", log=log)
@@ -260,13 +269,6 @@ class Arm64Target:
 
     # -- setup -------------------------------------------------------------------------------
 
-    def _root_stamp(self) -> Path:
-        return self.root / ".xnor_lite-root.json"
-
-    def _wanted_root(self) -> dict:
-        return {"release": self.release, "packages": list(ROOT_PACKAGES),
-                "cpuinfo": hashlib.sha256(CPUINFO.encode()).hexdigest()[:12]}
-
     def _wheel_stamp(self) -> Path:
         return self.venv / ".xnor_lite-wheel.json"
 
@@ -286,13 +288,7 @@ class Arm64Target:
                 f"The arm64 target needs Debian packages: apt-get install {' '.join(missing)}"
             )
         with self._lock():
-            started = time.time()
-            stamp = self._root_stamp()
-            if not (stamp.exists() and json.loads(stamp.read_text()) == self._wanted_root()):
-                self._make_root()
-                stamp.write_text(json.dumps(self._wanted_root()))
-                self.log(f"[xnor_lite.emulate] arm64 {self.release} root ready in "
-                         f"{time.time() - started:.0f} s: {self.root}")
+            ensure_root(self.root, self.release, ROOT_PACKAGES, cache_dir=self.cache_dir, log=self.log)
             if not (self.venv / "pyvenv.cfg").exists():
                 self._make_venv()
             self.wheel = build.build_wheel("aarch64", out_dir=self.cache_dir / "wheels",
@@ -302,13 +298,10 @@ class Arm64Target:
             self.library = self._installed_library()
         return self
 
-    def _make_root(self) -> None:
-        make_root(self.root, self.release, ROOT_PACKAGES, cache_dir=self.cache_dir, log=self.log)
-
     def _guest(self, python: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-        cmd = ["qemu-aarch64", "-L", str(self.root), str(python), *args]
-        result = subprocess.run(cmd, env=self.python_env(), capture_output=True, text=True,
-                                timeout=timeout, cwd=self.root)
+        """Runs `python` (the root's or the venv's) during setup, before `library` is known."""
+        result = subprocess.run(self.python_command(*args, python=python), env=self.python_env(),
+                                capture_output=True, text=True, timeout=timeout, cwd=self.root)
         if result.returncode != 0:
             raise EmulationError(
                 f"arm64 {python.name} {' '.join(args)} exited {result.returncode}:\n"
@@ -359,14 +352,14 @@ class Arm64Target:
         """The venv's python3 (a link to the root's aarch64 python3)."""
         return self.venv / "bin" / "python3"
 
-    def python_command(self, *args: str, plugin: str | None = None) -> list[str]:
-        """The host command line that runs the target venv's python3 with `args`."""
+    def python_command(self, *args: str, plugin: str | None = None, python: Path | None = None) -> list[str]:
+        """The host command line that runs the target venv's python3 (or `python`) with `args`."""
         cmd = ["qemu-aarch64", "-L", str(self.root)]
         if self.cpu:
             cmd += ["-cpu", self.cpu]
         if plugin:
             cmd += ["-plugin", plugin, "-d", "plugin"]
-        return cmd + [str(self.python_path()), *args]
+        return cmd + [str(python or self.python_path()), *args]
 
     def python_env(self) -> dict[str, str]:
         """The host's environment without its Python settings: the guest imports only what the

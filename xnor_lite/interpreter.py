@@ -10,7 +10,8 @@ import numpy as np
 
 from xnor_lite.library import KERNELS, LibraryError, OpLibrary, load_library
 
-__all__ = ["DEFAULT_SETTINGS", "RUNTIME_METADATA", "Interpreter", "missing_ops", "runtime_metadata"]
+__all__ = ["DEFAULT_SETTINGS", "RUNTIME_METADATA", "Interpreter", "missing_ops", "read_metadata",
+           "runtime_metadata"]
 
 _LCE_OPS = ("LceQuantize", "LceDequantize", "LceBconv2d", "LceBMaxPool2d")
 # The flatbuffer metadata entry where the converter (`to_tflite.py --device`) records the
@@ -47,22 +48,28 @@ def missing_ops(flatbuffer: bytes) -> list[str]:
     return sorted(names - set(_LCE_OPS))
 
 
-def runtime_metadata(flatbuffer: bytes) -> dict:
-    """The runtime settings recorded in `flatbuffer` by `--device` ({} when none, or unreadable)."""
-    import json
-
+def read_metadata(flatbuffer: bytes, name: str) -> bytes | None:
+    """The bytes of the flatbuffer's metadata entry `name`, or None without one."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
-        if entry.Name() is not None and entry.Name().decode() == RUNTIME_METADATA:
-            try:
-                settings = json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-            except ValueError:
-                return {}
-            return settings if isinstance(settings, dict) else {}
-    return {}
+        if entry.Name() is not None and entry.Name().decode() == name:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
+def runtime_metadata(flatbuffer: bytes) -> dict:
+    """The runtime settings recorded in `flatbuffer` by `--device` ({} when none, or unreadable)."""
+    import json
+
+    data = read_metadata(flatbuffer, RUNTIME_METADATA)
+    try:
+        settings = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
 
 
 class Interpreter:

@@ -6,7 +6,7 @@ import collections
 
 from xnor_keras.convert._common import _COPY_NAME, BINARY_OPS, LCE_OPS
 
-__all__ = ["op_histogram", "op_names", "read_metadata", "with_metadata"]
+__all__ = ["op_histogram", "op_names", "with_metadata"]
 
 
 def _schema_model(flatbuffer: bytes):
@@ -100,23 +100,12 @@ def _unknown_custom_ops(flatbuffer: bytes) -> list[str]:
     ]
 
 
-def read_metadata(flatbuffer: bytes, name: str) -> bytes | None:
-    """The bytes of the flatbuffer's metadata entry `name`, or None without one."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.Model.GetRootAsModel(flatbuffer, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() is not None and entry.Name().decode() == name:
-            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-    return None
-
-
 def with_metadata(flatbuffer: bytes, name: str, data: bytes) -> bytes:
     """`flatbuffer` with a metadata entry `name` holding `data` (replacing one of that name).
 
     TFLite keeps metadata beside the graph: runtimes ignore entries they do not know, and
-    `xnor_lite.Interpreter` reads its settings from ``"xnor_lite.runtime"``.
+    `xnor_lite.Interpreter` reads its settings from ``"xnor_lite.runtime"``
+    (`xnor_lite.interpreter.read_metadata` reads an entry back).
     """
     import flatbuffers
     import numpy as np
