@@ -476,3 +476,46 @@ def test_holdout_run_selects_on_validation_and_reports_test_once(fashion_data_di
                              data_dir=fashion_data_dir, seed=0, download=False)
     _, accuracy = best.evaluate(test, verbose=0)[:2]
     assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def _weights(run: Path) -> list[np.ndarray]:
+    return tf.keras.models.load_model(run / "model.keras").get_weights()
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("schedule,steps", [("steps", None), ("cosine", 5)], ids=["data-epochs", "cosine-partial-epochs"])
+def test_chunked_run_ends_with_the_weights_of_one_uninterrupted_run(schedule, steps, fashion_data_dir, tmp_path, capsys):
+    """--stop-after-minutes stops at an epoch's end; each --resume goes on from the exact batch,
+    rate and optimizer state. Oracle: the same run trained in one go. With 5 steps an epoch a
+    Keras epoch is not a data epoch, so the resumed stream starts mid-way through one."""
+    common = ["--model", MODEL, "--dataset", "fashion_mnist", "--data-dir", str(fashion_data_dir),
+              "--no-download", "--image-size", "28", "--batch-size", "64", "--epochs", "3",
+              "--holdout", "200", "--schedule", schedule, "--seed", "3"]
+    if steps:
+        common += ["--steps-per-epoch", str(steps)]
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    assert train_main([*common, "--output", str(whole)]) == 0
+    # A limit no epoch fits in: every chunk trains one epoch and stops.
+    assert train_main([*common, "--output", str(chunked), "--stop-after-minutes", "0.0001"]) == 0
+    err = capsys.readouterr().err
+    assert "stopping after epoch 1 of 3" in err and "--resume" in err
+    assert not (chunked / "metrics.json").exists()
+    assert json.loads((chunked / "progress.json").read_text())["epochs_done"] == 1
+    assert train_main(["--output", str(chunked), "--model", MODEL, "--dataset", "fashion_mnist",
+                       "--resume", "--stop-after-minutes", "0.0001"]) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().err
+    assert train_main(["--output", str(chunked), "--model", MODEL, "--dataset", "fashion_mnist", "--resume"]) == 0
+    assert _epochs(chunked) == [0, 1, 2]
+    assert not any((chunked / "backup").iterdir())  # finished: nothing left to resume from
+    for a, b in zip(_weights(whole), _weights(chunked)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    assert (json.loads((chunked / "metrics.json").read_text())["test_accuracy"]
+            == pytest.approx(json.loads((whole / "metrics.json").read_text())["test_accuracy"], abs=1e-6))
+
+
+def test_cosine_schedule_runs_from_the_rate_to_zero():
+    rate = training.cosine_schedule(0.1, 100)
+    assert rate(0) == pytest.approx(0.1) and rate(50) == pytest.approx(0.05) and rate(100) == pytest.approx(0.0)
+    assert rate(25) == pytest.approx(0.1 * (1 + np.cos(np.pi / 4)) / 2)
+    with pytest.raises(ValueError, match="total_steps"):
+        training.cosine_schedule(0.1, 0)

@@ -497,7 +497,16 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--cpu-replicas", type=_positive_int, help="split the CPU into N logical devices (testing)")
     parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seeds the weights, the data order and the augmentation (default 0)")
+    parser.add_argument("--augment", choices=("crop", "none"),
+                        help="training augmentation: random crops (and flips where the dataset allows; default) "
+                        "or none (shuffle only)")
+    parser.add_argument("--schedule", choices=("steps", "cosine"),
+                        help="learning-rate schedule: the recipe's staircase per epoch (steps), or a half "
+                        "cosine from the rate to 0 over the run, per step (default: the recipe's)")
+    parser.add_argument("--stop-after-minutes", type=float, metavar="MINUTES",
+                        help="stop at the end of the last epoch that fits in this time, keeping the state to "
+                        "--resume from; resumed chunks end with the weights one uninterrupted run would have")
     return parser
 
 
@@ -532,7 +541,7 @@ def _check_model_name(name: str) -> None:
 # Options a resumed run takes from its config.json unless given again (argparse default None).
 _RESUMABLE = ("recipe", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "image_size",
               "data_dir", "manual_dir", "source_dir", "eval_split", "holdout", "steps_per_epoch", "validation_steps",
-              "teacher", "teacher_weight", "teacher_temperature")
+              "teacher", "teacher_weight", "teacher_temperature", "seed", "augment", "schedule")
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -590,6 +599,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 raise _InputError(f"--{flag.replace('_', '-')}: no such directory: {path}")
         if args.stem and ":" not in args.model and not args.model.endswith("ResNet18"):
             raise _InputError(f"--stem: only the zoo's ResNet models have a stem option, not {args.model}")
+        if args.stop_after_minutes is not None and not args.stop_after_minutes > 0:
+            raise _InputError(f"--stop-after-minutes: expected a positive number of minutes, got {args.stop_after_minutes:g}")
         if args.teacher is None and (args.teacher_weight is not None or args.teacher_temperature is not None):
             raise _InputError("--teacher-weight / --teacher-temperature: they need --teacher")
         if args.teacher_weight is not None and not 0.0 <= args.teacher_weight <= 1.0:
@@ -624,7 +635,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             steps_per_epoch=args.steps_per_epoch,
             validation_steps=args.validation_steps,
             mixed_precision=args.mixed_precision,
-            seed=args.seed,
+            seed=0 if args.seed is None else args.seed,
+            augment={"crop": True, "none": False, True: True, False: False}[
+                "crop" if args.augment is None else args.augment],
+            schedule=args.schedule or recipe.schedule,
             recipe=recipe.name,
             download=not args.no_download,
             model_options=_model_options(args),
@@ -639,7 +653,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             raise _InputError(str(error)) from None
         _log(f"recipe {recipe.name}: {recipe.description}")
         try:
-            training.train(config, strategy, resume=args.resume, log=_log)
+            training.train(config, strategy, resume=args.resume, stop_after_minutes=args.stop_after_minutes,
+                           log=_log)
         except ValueError as error:
             raise _InputError(str(error)) from None
         return 0

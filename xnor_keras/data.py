@@ -13,9 +13,10 @@ Preprocessing (all normalisation constants live in :data:`NORMALIZATION`):
   original size and (for non-digit datasets) a random horizontal flip; evaluation uses the image
   as is. ``image_size`` resizes both (e.g. MNIST's 28x28 to ResNet's minimum 32x32).
 
-Then ``(x / 255 - mean) / std`` per channel. Random augmentation is keyed by ``(seed, example
-index)`` with stateless ops, so a pipeline with a seed yields the same batches every time, even
-with parallel ``map``.
+Then ``(x / 255 - mean) / std`` per channel. Random augmentation is keyed by ``(seed, epoch,
+example position)`` with stateless ops, so a pipeline with a seed yields the same batches every
+time, even with parallel ``map``; with ``start_epoch`` a training pipeline is an endless stream
+of epochs, each shuffled by ``(seed, epoch)``, so a run can restart at any epoch exactly.
 
 Offline MNIST-format data: TFDS's ``mnist``, ``fashion_mnist`` and ``kmnist`` builders read four IDX
 files. :func:`prepare_from_idx` hands those builders local files instead of URLs (Debian's
@@ -51,6 +52,7 @@ __all__ = [
     "prepare_from_idx",
     "preprocess_imagenet",
     "preprocess_small",
+    "split_size",
 ]
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -291,9 +293,19 @@ def _no_source_message(dataset: str, data_dir) -> str:
     return message + "pass the folder holding the four IDX files as `source_dir` (--source-dir)."
 
 
-def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
-    """Classes, channels, splits and image size of a TFDS image-classification dataset."""
-    info = _builder(name, data_dir).info
+def dataset_info(
+    name: str, data_dir: str | os.PathLike | None = None, *, source_dir: str | os.PathLike | None = None, log=None
+) -> DatasetInfo:
+    """Classes, channels, splits (with their sizes) and image size of a TFDS image-classification
+    dataset.
+
+    An MNIST-format dataset that is not prepared yet is prepared first from its local IDX files
+    (`source_dir`, or the Debian package's folder) when they are there: before that, TFDS knows
+    no split sizes, and a run would not know it can hold out a validation split."""
+    builder = _builder(name, data_dir)
+    if _is_idx_builder(builder) and not builder.is_prepared() and find_idx_source(name, source_dir):
+        builder = prepare_from_idx(name, source_dir, data_dir=data_dir, log=log)
+    info = builder.info
     image_key, label_key = _keys(info.features, name)
     shape = info.features[image_key].shape
     return DatasetInfo(
@@ -304,6 +316,14 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         image_size=None if None in shape[:2] else tuple(shape[:2]),
         split_sizes={name: split.num_examples for name, split in info.splits.items()},
     )
+
+
+def split_size(name: str, split: str, data_dir: str | os.PathLike | None = None) -> int:
+    """Examples in `split` of a prepared dataset; `split` may be a TFDS slice (``"train[:-5000]"``)."""
+    try:
+        return int(_builder(name, data_dir).info.splits[split].num_examples)
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"Unknown split {split!r} of {name!r}: {error}. Received: split={split!r}") from error
 
 
 def _keys(features, name: str) -> tuple[str, str]:
@@ -383,6 +403,8 @@ def load_dataset(
     manual_dir: str | os.PathLike | None = None,
     source_dir: str | os.PathLike | None = None,
     drop_remainder: bool | None = None,
+    augment: bool = True,
+    start_epoch: int | None = None,
     log=None,
 ) -> tf.data.Dataset:
     """A batched ``(image, label)`` pipeline over a TFDS dataset.
@@ -402,6 +424,13 @@ def load_dataset(
         source_dir: folder with the four IDX files of an MNIST-format dataset, to prepare it
             from with no network (default for ``fashion_mnist``: Debian's package, if installed).
         drop_remainder: override the batching default (True when training).
+        augment: with `training`, apply the random crop (and flip); False shuffles only.
+        start_epoch: with `training`, return an endless stream of epochs starting at this one
+            (0 for a new run): epoch ``e`` is shuffled by ``(seed, e)`` and augmented by
+            ``(seed, e, position)``, and batches never straddle two epochs. So a run resumed at
+            epoch ``e`` sees the very batches a run that never stopped would have seen (fit it
+            with ``steps_per_epoch = examples // batch_size``). None: one epoch, reshuffled at
+            each iteration by TF's seed sequence (not reproducible from the middle of a run).
         log: called with one line when a dataset is prepared from local files.
 
     Returns:
@@ -459,25 +488,41 @@ def load_dataset(
     flip = dataset not in _NO_FLIP
     crop = image_size or (IMAGENET_CROP if imagenet_style else None)
 
+    if start_epoch is not None and (isinstance(start_epoch, bool) or not isinstance(start_epoch, int)
+                                    or start_epoch < 0):
+        raise ValueError(f"Expected `start_epoch` to be None or an epoch >= 0. Received: start_epoch={start_epoch!r}")
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    def prepare(index, example):
+    randomize = training and augment
+    drop = training if drop_remainder is None else drop_remainder
+    base_seed = tf.constant([seed or 0, 0], tf.int64)
+
+    def prepare(epoch, index, example):
         image, label = example
-        # Stateless ops keyed by (seed, position): crop uses it, flip the next key.
-        example_seed = tf.cast(tf.stack([tf.constant(seed or 0, tf.int64), 2 * index]), tf.int32)
+        # Stateless ops keyed by (seed, epoch, position): crop uses the key, flip the next one.
+        example_seed = tf.random.experimental.stateless_fold_in(
+            tf.random.experimental.stateless_fold_in(base_seed, epoch), 2 * index)
         if imagenet_style:
-            image = preprocess_imagenet(image, training, example_seed, crop=crop)
+            image = preprocess_imagenet(image, randomize, example_seed, crop=crop)
         else:
-            image = preprocess_small(image, training, example_seed, flip=flip)
+            image = preprocess_small(image, randomize, example_seed, flip=flip)
             if crop is not None:
                 image = tf.image.resize(image, (crop, crop), method="bilinear")
         return normalize(image, dataset), tf.cast(label, tf.int64)
 
-    ds = ds.enumerate().map(prepare, num_parallel_calls=AUTOTUNE, deterministic=seed is not None or None)
-    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    def one_epoch(source, epoch, shuffle_seed, reshuffle):
+        if training:
+            source = source.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+        source = source.enumerate().map(lambda index, example: prepare(epoch, index, example),
+                                        num_parallel_calls=AUTOTUNE, deterministic=seed is not None or None)
+        return source.batch(batch_size, drop_remainder=drop)
+
+    if training and start_epoch is not None:
+        ds = tf.data.Dataset.counter(start_epoch).flat_map(
+            lambda epoch: one_epoch(ds, epoch, (seed or 0) * 1_000_003 + epoch, False))
+    else:
+        ds = one_epoch(ds, tf.constant(0, tf.int64), seed, True)
     options = tf.data.Options()
     options.deterministic = seed is not None
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

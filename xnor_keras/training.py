@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -66,6 +67,7 @@ import tensorflow as tf
 
 __all__ = [
     "RECIPES",
+    "SCHEDULES",
     "STRATEGIES",
     "Recipe",
     "TrainConfig",
@@ -74,6 +76,7 @@ __all__ = [
     "make_strategy",
     "plot_history",
     "replica_batch_size",
+    "cosine_schedule",
     "step_schedule",
     "train",
 ]
@@ -96,6 +99,8 @@ class Recipe:
     description: str = ""
     scales_with_epochs: bool = False
     """Whether `milestones` stretch or shrink with a run's epochs (the paper recipes' do not)."""
+    schedule: str = "steps"
+    """``"steps"`` (the `milestones`) or ``"cosine"`` (see :class:`TrainConfig`)."""
 
     def milestones_for(self, epochs: int) -> tuple[tuple[int, float], ...]:
         """The milestones of a run of `epochs` epochs: scaled by ``epochs / self.epochs`` if
@@ -145,6 +150,80 @@ def step_schedule(base: float, milestones: Sequence[tuple[int, float]] = ()) -> 
         return base * factor
 
     return schedule
+
+
+SCHEDULES = ("steps", "cosine")
+
+
+def cosine_schedule(base: float, total_steps: int) -> Callable[[int], float]:
+    """lr(step) = base x (1 + cos(pi x step / total_steps)) / 2, steps counted from 0."""
+    if total_steps < 1:
+        raise ValueError(f"Expected `total_steps` to be at least 1. Received: total_steps={total_steps!r}")
+
+    def schedule(step: int) -> float:
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    return schedule
+
+
+class _StepRate(tf.keras.callbacks.Callback):
+    """Sets the optimizer's rate before every batch from the global step (``optimizer.iterations``),
+    so a resumed run continues the curve exactly where it stopped."""
+
+    def __init__(self, schedule: Callable[[int], float]):
+        super().__init__()
+        self._schedule = schedule
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self.model.optimizer.learning_rate.assign(self._schedule(step))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+
+
+class _Progress(tf.keras.callbacks.Callback):
+    """Checks where a resumed run restarts, records each finished epoch, and stops the run at an
+    epoch's end when the next epoch would not fit in `stop_after` seconds."""
+
+    def __init__(self, path: Path, start_epoch: int, steps_per_epoch: int, epochs: int,
+                 stop_after: float | None, log: Callable[[str], None]):
+        super().__init__()
+        self._path, self._start_epoch, self._steps = path, start_epoch, steps_per_epoch
+        self._epochs, self._stop_after, self._log = epochs, stop_after, log
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, logs=None):
+        # BackupAndRestore (earlier in the list) has restored the optimizer by now.
+        self._began = time.perf_counter()
+        done = int(self.model.optimizer.iterations.numpy())
+        if done != self._start_epoch * self._steps:
+            raise RuntimeError(
+                f"Cannot resume exactly: the backup holds {done} optimizer steps but the run's "
+                f"progress file says {self._start_epoch} finished epochs of {self._steps} steps. "
+                "Remove the run's backup/ folder to continue from its last finished epoch's "
+                "weights without the exact data order, or start a new run."
+            )
+        self._epoch_began = self._began
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_began = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self._path.write_text(json.dumps({"epochs_done": epoch + 1, "epochs": self._epochs,
+                                          "steps_per_epoch": self._steps}, indent=2))
+        if self._stop_after is None or epoch + 1 >= self._epochs:
+            return
+        last = now - self._epoch_began
+        if now - self._began + last > self._stop_after:
+            self.stopped_at = epoch + 1
+            self.model.stop_training = True
+            self._log(
+                f"stopping after epoch {epoch + 1} of {self._epochs}: another epoch (~{last / 60:.1f} min) "
+                f"would pass the {self._stop_after / 60:g}-minute limit"
+            )
 
 
 def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9, weight_decay: float = 0.0):
@@ -262,6 +341,11 @@ class TrainConfig:
     from: see :mod:`xnor_keras.distillation`. Same input shape and classes as the student."""
     teacher_weight: float = 1.0
     teacher_temperature: float = 1.0
+    augment: bool = True
+    """Random crops (and flips, where the dataset allows) while training; False: shuffle only."""
+    schedule: str = "steps"
+    """``"steps"``: the `milestones` staircase, per epoch; ``"cosine"``: the rate follows a half
+    cosine from `learning_rate` to 0 over the run's steps, updated at every step."""
 
 
 def load_teacher(path: str | os.PathLike, input_shape: tuple, classes: int) -> tf.keras.Model:
@@ -366,12 +450,20 @@ def _build_model(name: str, input_shape, classes: int, options: dict | None = No
     return zoo.get_model(name, input_shape=input_shape, classes=classes, **options)
 
 
-def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Callable[[str], None] = print):
+def train(config: TrainConfig, strategy=None, *, resume: bool = False, stop_after_minutes: float | None = None,
+          log: Callable[[str], None] = print):
     """Train `config.model` on `config.dataset`; write the run to `config.output`.
 
-    Output directory: ``config.json``, ``backup/`` (exact resume state, removed when the run
-    finishes), ``checkpoints/last.weights.h5`` and ``best.weights.h5``, ``history.csv``,
-    ``tensorboard/``, ``model.keras``, ``metrics.json`` and ``training_curves.png``.
+    Output directory: ``config.json``, ``backup/`` (exact resume state, emptied when the run
+    finishes), ``progress.json`` (epochs finished), ``checkpoints/last.weights.h5`` and
+    ``best.weights.h5``, ``history.csv``, ``tensorboard/``, ``model.keras``, ``metrics.json`` and
+    ``training_curves.png``.
+
+    Resuming is exact: the training data is an epoch-keyed stream (see
+    :func:`xnor_keras.data.load_dataset`'s `start_epoch`), the optimizer state and step count come
+    back from ``backup/``, and the rate is a function of the epoch (``"steps"``) or the step
+    (``"cosine"``). A run stopped by `stop_after_minutes` and resumed therefore ends with the
+    weights a run that never stopped would have, up to floating-point reduction order.
 
     Args:
         config: the run's settings.
@@ -379,6 +471,9 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         resume: continue the run in `config.output`: an interrupted one from its last epoch
             (BackupAndRestore: weights, optimizer state, epoch), a finished one up to the larger
             `config.epochs` (from ``model.keras``; the CSV log and TensorBoard go on).
+        stop_after_minutes: stop at the end of the last epoch that fits in this many minutes
+            (judged by the epoch before it), keeping ``backup/`` to resume from; the result
+            then holds ``"stopped": True`` and ``"epochs_done"``, and no final evaluation runs.
 
     Returns:
         The final evaluation metrics (dict).
@@ -386,7 +481,15 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     from xnor_keras import data
 
     strategy = strategy or tf.distribute.get_strategy()
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"Expected `schedule` to be one of {SCHEDULES}. Received: schedule={config.schedule!r}")
+    if stop_after_minutes is not None and not stop_after_minutes > 0:
+        raise ValueError(
+            f"Expected `stop_after_minutes` to be a positive number of minutes. "
+            f"Received: stop_after_minutes={stop_after_minutes!r}"
+        )
     output = Path(config.output)
+    backup = output / "backup"  # emptied, not removed, when a run finishes
     chief = is_chief(strategy)
     config_path = output / "config.json"
     initial_epoch, finished = 0, None
@@ -414,12 +517,16 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
                 return finished
             # A finished run trains on from its saved model (weights and optimizer state), unless
             # an interrupted continuation left a newer backup for BackupAndRestore.
-            backup = output / "backup"  # emptied, not removed, when a run finishes
             if not (backup.is_dir() and any(backup.iterdir())):
                 initial_epoch = int(finished["epochs"])
     elif resume:
         raise ValueError(f"Nothing to resume: {output} holds no run (no config.json).")
     replica_batch_size(config.batch_size, strategy)
+    # Where the data stream restarts: a finished run's epochs, else the epochs an interrupted
+    # run finished (its backup holds their optimizer state; checked once it is restored).
+    start_epoch = initial_epoch
+    if not initial_epoch and backup.is_dir() and any(backup.iterdir()) and (output / "progress.json").exists():
+        start_epoch = int(json.loads((output / "progress.json").read_text())["epochs_done"])
 
     if config.mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
@@ -436,14 +543,23 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
     )
     # Everything that can reject the run (data, model, arguments) happens before the first write
     # to the output directory, so a run that fails validation leaves nothing behind.
-    info = data.dataset_info(config.dataset, config.data_dir)
+    info = data.dataset_info(config.dataset, config.data_dir, source_dir=config.source_dir, log=log)
     train_split, eval_split, test_split = _splits(
         {name: info.split_sizes.get(name, 0) for name in info.splits}, config)
-    train_ds = data.load_dataset(config.dataset, train_split, training=True, **common)
-    if config.steps_per_epoch:
-        # Keras keeps one iterator across epochs when steps_per_epoch is set: without repeat()
-        # a finite dataset runs out and training stops early.
-        train_ds = train_ds.repeat()
+    data_epoch_steps = data.split_size(config.dataset, train_split, config.data_dir) // config.batch_size
+    if data_epoch_steps < 1:
+        raise ValueError(
+            f"Expected `batch_size` to be at most the {data.split_size(config.dataset, train_split, config.data_dir):,d} "
+            f"images of {train_split!r}. Received: batch_size={config.batch_size}"
+        )
+    steps = config.steps_per_epoch or data_epoch_steps
+    # An endless epoch-keyed stream: Keras keeps one iterator across its epochs, and a resumed
+    # run starts the stream where the stopped one was.
+    consumed = start_epoch * steps
+    train_ds = data.load_dataset(config.dataset, train_split, training=True, augment=config.augment,
+                                 start_epoch=consumed // data_epoch_steps, **common)
+    if consumed % data_epoch_steps:
+        train_ds = train_ds.skip(consumed % data_epoch_steps)
     eval_ds = data.load_dataset(config.dataset, eval_split, training=False, **common)
     input_shape = tuple(train_ds.element_spec[0].shape[1:])
     if config.teacher:
@@ -488,14 +604,24 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         f"{train_split} -> {eval_split}{f' (test: {test_split}, once, at the end)' if test_split else ''}, "
         f"input {input_shape}, {info.num_classes} classes, "
         f"{config.epochs} epochs, global batch {config.batch_size} over "
-        f"{strategy.num_replicas_in_sync} replica(s), {config.optimizer} lr {config.learning_rate:g}"
+        f"{strategy.num_replicas_in_sync} replica(s), {steps} steps an epoch, {config.optimizer} lr "
+        f"{config.learning_rate:g} ({config.schedule}), {'' if config.augment else 'no '}augmentation"
         + (f", distilling from {config.teacher} (weight {config.teacher_weight:g}, temperature "
            f"{config.teacher_temperature:g})" if config.teacher else "")
         + (f"; continuing the finished run from epoch {initial_epoch + 1}" if initial_epoch else "")
+        + (f"; resuming after epoch {start_epoch}" if start_epoch and not initial_epoch else "")
+        + (f"; stopping after {stop_after_minutes:g} minutes at an epoch's end" if stop_after_minutes else "")
     )
+    progress = _Progress(work / "progress.json", start_epoch, steps, config.epochs,
+                         None if stop_after_minutes is None else 60.0 * stop_after_minutes, log)
+    if config.schedule == "cosine":
+        rate = _StepRate(cosine_schedule(config.learning_rate, config.epochs * steps))
+    else:
+        rate = tf.keras.callbacks.LearningRateScheduler(step_schedule(config.learning_rate, config.milestones))
     callbacks = [
-        tf.keras.callbacks.BackupAndRestore(str(output / "backup")),
-        tf.keras.callbacks.LearningRateScheduler(step_schedule(config.learning_rate, config.milestones)),
+        tf.keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        progress,
+        rate,
         tf.keras.callbacks.ModelCheckpoint(str(work / "checkpoints" / "last.weights.h5"), save_weights_only=True),
         tf.keras.callbacks.ModelCheckpoint(
             str(work / "checkpoints" / "best.weights.h5"), save_weights_only=True,
@@ -510,11 +636,19 @@ def train(config: TrainConfig, strategy=None, *, resume: bool = False, log: Call
         validation_data=eval_ds,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=config.steps_per_epoch,
+        steps_per_epoch=steps,
         validation_steps=config.validation_steps,
         callbacks=callbacks,
         verbose=2,
     )
+    if progress.stopped_at is not None:
+        log(f"stopped after epoch {progress.stopped_at} of {config.epochs}; continue with resume=True "
+            f"(zoo/train.py --output {output} --resume)")
+        return {"stopped": True, "epochs_done": progress.stopped_at, "epochs": config.epochs,
+                "train_seconds": time.perf_counter() - start}
+    if chief and backup.is_dir():
+        for item in backup.iterdir():  # finished: nothing left to resume from
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
     results = model.evaluate(eval_ds, steps=config.validation_steps, return_dict=True, verbose=0)
     results = {k: float(v) for k, v in results.items()}
     results["train_seconds"] = time.perf_counter() - start
