@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import larq as lq
@@ -103,7 +104,8 @@ def _raw(path, version: int = 1) -> tuple[dict, bytes]:
     data = path.read_bytes()
     magic, got_version, size = struct.unpack_from("<8sII", data)
     assert (magic, got_version) == (b"XNORBITS", version)
-    return json.loads(data[16 : 16 + size]), data[16 + size :]
+    header = data[16 : 16 + size]
+    return json.loads(zlib.decompress(header) if version >= 3 else header), data[16 + size :]
 
 
 def _weights_of(model) -> list[np.ndarray]:
@@ -233,11 +235,11 @@ def test_float16_stores_other_weights_rounded_and_the_binary_part_exactly(small,
 def test_int8_kernels_are_per_channel_int8_from_the_raw_bytes_and_reload_exactly(small, tmp_path):
     """int8_kernels stores the named full-precision kernels as int8 q = round(W / s) with
     s = max|W| / 127 per output channel (numpy oracle from the raw bytes); loading gives exactly
-    q * s; the binary part and every other weight are unchanged; version 2."""
+    q * s; the binary part and every other weight are unchanged; version 3 (zlib header)."""
     model, path = small
     names = ["conv1", "logits"]
     int8 = xbw.save_binary_weights(model, tmp_path / "int8.xbw", int8_kernels=names)
-    header, payload = _raw(int8, version=2)
+    header, payload = _raw(int8, version=3)
     for name in names:
         kernel = model.get_layer(name).kernel.numpy()
         (entry,) = [e for r in header["layers"] if r["name"] == name for e in r["weights"] if e["name"] == "kernel"]
@@ -345,8 +347,25 @@ def test_truncated_file_is_refused(small, tmp_path, keep):
 def test_other_version_is_refused(small, tmp_path):
     _, path = small
     data = bytearray(path.read_bytes())
-    data[8:12] = struct.pack("<I", 3)
-    _assert_refused(bytes(data), "format version 3 .*newer xnor_keras.* reads versions 1, 2")
+    data[8:12] = struct.pack("<I", 4)
+    _assert_refused(bytes(data), "format version 4 .*newer xnor_keras.* reads versions 1, 2, 3")
+
+
+def test_version_2_files_with_a_plain_header_still_load(small, tmp_path):
+    """Version 2 (int8 weights, plain JSON header) was written before version 3 compressed the
+    header: the same header and payload re-framed as version 2 load to the same weights."""
+    model, _ = small
+    v3 = xbw.save_binary_weights(model, tmp_path / "v3.xbw", int8_kernels=["conv1"])
+    header, payload = _raw(v3, version=3)
+    plain = json.dumps(header, separators=(",", ":")).encode()
+    assert len(v3.read_bytes()) < 16 + len(plain) + len(payload)  # compression paid off
+    v2 = tmp_path / "v2.xbw"
+    v2.write_bytes(struct.pack("<8sII", b"XNORBITS", 2, len(plain)) + plain + payload)
+    a, b = _fresh_small(), _fresh_small()
+    xbw.load_binary_weights(a, v3)
+    xbw.load_binary_weights(b, v2)
+    for x, y in zip(_weights_of(a), _weights_of(b)):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_not_this_format_and_corruption_are_refused(small, tmp_path):

@@ -30,14 +30,14 @@ fine-tuning with a small learning rate that is what you want; to resume the orig
 exactly, keep the Keras weights (``model.save_weights``), which hold the latent floats and this
 file cannot. Optimizer state is never stored.
 
-File format (version 1)
------------------------
+File format (versions 1 to 3)
+-----------------------------
 All integers and arrays little-endian::
 
     offset 0   8 bytes  magic b"XNORBITS"
     offset 8   uint32   format version (1)
     offset 12  uint32   H, the length of the header
-    offset 16  H bytes  header: UTF-8 JSON (below)
+    offset 16  H bytes  header: UTF-8 JSON (below); from version 3, zlib-compressed (RFC 1950)
     16 + H     P bytes  payload: the arrays, at the offsets the header gives (relative to 16 + H)
 
 The file is exactly 16 + H + P bytes (a shorter one is truncated). Header keys: ``format``,
@@ -55,6 +55,10 @@ The file is exactly 16 + H + P bytes (a shorter one is truncated). Header keys: 
 * ``encoding: "int8_per_channel"`` (version 2): ``data`` = ``[offset, nbytes]`` of int8 values
   q in [-127, 127] in C order, ``scale`` = ``[offset, nbytes]`` of float32 s, one per output
   channel (last axis). The weight is ``float32(q * s)``, with s = max|W| / 127 of the channel.
+
+* Version 3 is version 2 with the header zlib-compressed: a ResNet-18's header (one record per
+  weight) shrinks from ~8.7 KB to ~1.5 KB. Files with int8 weights are written as version 3;
+  version 2 files are still read.
 
 A file without int8 weights is written as version 1, so readers of version 1 still read it.
 
@@ -78,6 +82,7 @@ import hashlib
 import json
 import os
 import struct
+import zlib
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -110,9 +115,9 @@ __all__ = [
 ]
 
 MAGIC = b"XNORBITS"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The newest version this module writes (a file without int8 weights is written as 1)."""
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 FLOAT_DTYPES = ("float32", "float16")
 SUFFIX = ".xbw"
 """Conventional file suffix (not required)."""
@@ -382,6 +387,8 @@ def pack_binary_weights(model: tf.keras.Model, *, float_dtype: str = "float32",
         "layers": layers,
     }
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    if version >= 3:
+        header_bytes = zlib.compress(header_bytes, 9)
     return _PREFIX.pack(MAGIC, version, len(header_bytes)) + header_bytes + payload
 
 
@@ -507,11 +514,12 @@ def parse_binary_weights(data: bytes, source: str = "<bytes>") -> BinaryWeightsF
     if len(data) < header_end:
         raise _fail(source, f"truncated: {len(data)} bytes, the header alone ends at byte {header_end}.")
     try:
-        header = json.loads(data[_PREFIX.size : header_end].decode("utf-8"))
+        raw_header = data[_PREFIX.size : header_end]
+        header = json.loads((zlib.decompress(raw_header) if version >= 3 else raw_header).decode("utf-8"))
         payload_size = int(header["payload_bytes"])
         layers = header["layers"]
         header["model"]["name"]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, zlib.error) as error:
         raise _fail(source, f"corrupted header ({error}).") from None
     actual = len(data) - header_end
     if actual < payload_size:
