@@ -1,7 +1,9 @@
 """Publish a training run's weights inside the package, as a named set for ``weights=``.
 
 For each run directory (written by ``zoo/train.py``): pack the trained model's weights
-(:func:`xnor_keras.save_binary_weights`, float32), build the zoo model the way a user will
+(:func:`xnor_keras.save_binary_weights`; the best validation epoch's weights,
+``checkpoints/best.weights.h5``, where the run held out a validation split; float32 unless
+``--float16`` / ``--int8-kernels``), build the zoo model the way a user will
 (``xnor_keras.zoo.XNORResNet18(weights=NAME)``: raw images in, resizing and normalisation as
 layers), evaluate it on the dataset's whole test split fed raw images, check that it reproduces
 the run's own model on the training pipeline's inputs, and record the entry (sha256, accuracy,
@@ -12,6 +14,8 @@ that is not binarized.
 Usage (a maintainer's step, after bench/accuracy.py has trained the runs):
     python zoo/publish_weights.py runs/accuracy/full/XNORResNet18 runs/accuracy/full/BWNResNet18 \\
         --name fashion_mnist
+    python zoo/publish_weights.py runs/accuracy/full/XNORResNet18 --name fashion_mnist \\
+        --float16 --int8-kernels all        # the smallest file (lossy: its accuracy is measured)
 
 Exit status 2 on input errors (not a run directory, a run without model.keras); nothing is
 written then, and a failed check leaves index.json and the packed files as they were.
@@ -66,7 +70,8 @@ def _test_split(config: dict):
     return (raw_images, raw_labels), (np.concatenate(inputs), np.concatenate(labels))
 
 
-def publish(run: Path, name: str, folder: Path, description: str | None) -> dict:
+def publish(run: Path, name: str, folder: Path, description: str | None, *, float16_rest: bool = False,
+            int8_kernels=None) -> dict:
     import hashlib
 
     import tensorflow as tf
@@ -79,15 +84,22 @@ def publish(run: Path, name: str, folder: Path, description: str | None) -> dict
     metrics = json.loads((run / "metrics.json").read_text())
     model_name = config["model"]
     trained = tf.keras.models.load_model(run / "model.keras")
+    best = run / "checkpoints" / "best.weights.h5"
+    selected = "last epoch"
+    if metrics.get("validation_split", "test") != "test" and best.exists():
+        trained.load_weights(best)  # selected on the held-out validation split, not on test
+        selected = f"best epoch on {metrics['validation_split']}"
     (raw, raw_labels), (inputs, labels) = _test_split(config)
     run_accuracy = _accuracy(trained, inputs, labels)
-    log(f"{model_name}: the run's model gives {run_accuracy:.2%} on {len(labels)} test images")
+    log(f"{model_name}: the run's model ({selected}) gives {run_accuracy:.2%} on {len(labels)} test images")
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{model_name}-{name}.xbw"
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        packed = xnor_keras.save_binary_weights(trained, scratch / target.name)
+        packed = xnor_keras.save_binary_weights(trained, scratch / target.name,
+                                                float_dtype="float16" if float16_rest else "float32",
+                                                int8_kernels=int8_kernels)
         half = xnor_keras.save_binary_weights(trained, scratch / "float16.xbw", float_dtype="float16")
         bare = zoo.get_model(model_name, input_shape=inputs.shape[1:], classes=int(labels.max()) + 1,
                               **config.get("model_options", {}))
@@ -131,6 +143,8 @@ def publish(run: Path, name: str, folder: Path, description: str | None) -> dict
         "mean": list(entry.mean), "std": list(entry.std),
     }
     return {"record": record, "bytes": target.stat().st_size, "run_accuracy": run_accuracy,
+            "weights": selected, "packing": {"float_dtype": "float16" if float16_rest else "float32",
+                                             "int8_kernels": int8_kernels},
             "float16": float16}
 
 
@@ -140,6 +154,10 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="the name weights= will take, e.g. fashion_mnist")
     parser.add_argument("--description", help="one line for listings (default: from the run's config)")
     parser.add_argument("--folder", type=Path, default=ROOT / "xnor_keras" / "zoo" / "weights")
+    parser.add_argument("--float16", action="store_true", help="store the weights that are not binarized as float16")
+    parser.add_argument("--int8-kernels", metavar="all|LAYER[,LAYER...]",
+                        help="store these full-precision kernels as int8 per output channel (lossy; the "
+                        "published accuracy is the packed file's)")
     args = parser.parse_args(argv)
     import xnor_keras  # noqa: F401  (imports TensorFlow quietly, with Keras 2 as tf.keras)
     from xnor_keras._compat import quiet_tensorflow_logs
@@ -150,7 +168,11 @@ def main(argv=None) -> int:
             if not (run / needed).exists():
                 parser.error(f"runs: {run} holds no finished training run (no {needed})")
 
-    results = [publish(run, args.name, args.folder, args.description) for run in args.runs]
+    int8_kernels = args.int8_kernels
+    if int8_kernels is not None and int8_kernels != "all":
+        int8_kernels = [layer.strip() for layer in int8_kernels.split(",") if layer.strip()]
+    results = [publish(run, args.name, args.folder, args.description, float16_rest=args.float16,
+                       int8_kernels=int8_kernels) for run in args.runs]
     index_path = args.folder / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else []
     new = {(r["record"]["model"], r["record"]["name"]): r["record"] for r in results}
