@@ -57,6 +57,26 @@ def test_same_seed_same_batches_other_seed_other_batches(name):
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_epoch_keyed_stream_restarts_exactly_at_any_epoch(seed):
+    """start_epoch=1 yields exactly what start_epoch=0 yields after its first epoch (24 mock
+    images, batch 4: 6 batches an epoch), whatever global seed TF has (0 included); each epoch
+    is shuffled and augmented anew."""
+    tf.keras.utils.set_random_seed(seed)
+    from_0 = _batches("cifar10", n=18, start_epoch=0, seed=seed)
+    from_1 = _batches("cifar10", n=12, start_epoch=1, seed=seed)
+    for (xa, ya), (xb, yb) in zip(from_0[6:], from_1):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    first, second = (np.concatenate([y for _, y in from_0[e * 6:(e + 1) * 6]]) for e in (0, 1))
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)  # same images, new order
+    unaugmented = _batches("cifar10", n=6, start_epoch=0, seed=seed, augment=False)
+    assert [y.tolist() for _, y in unaugmented] == [y.tolist() for _, y in from_0[:6]]  # same order,
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(unaugmented, from_0[:6]))  # no crops
+    with pytest.raises(ValueError, match="`start_epoch`"):
+        _batches("cifar10", start_epoch=-1)
+
+
 def test_evaluation_is_not_augmented():
     a = _batches("cifar10", training=False, seed=1)
     b = _batches("cifar10", training=False, seed=7)

@@ -172,14 +172,17 @@ def test_existing_run_needs_resume(tmp_path, capsys):
         (["--model", MODEL, "--dataset", "no_such_dataset"], "dataset='no_such_dataset'"),
         (["--model", MODEL, "--dataset", "cifar10", "--data-dir", "/no/such/dir"], "no such directory: /no/such/dir"),
         (["--model", "no_such_module:net", "--dataset", "cifar10"], "cannot import 'no_such_module'"),
+        ([*SMALL[:4], "--batch-size", "64"], "Expected `batch_size` to be at most the 48 images of 'train'"),
+        ([*SMALL, "--stop-after-minutes", "0"], "--stop-after-minutes: expected a positive number of minutes"),
     ],
-    ids=["model", "dataset", "data-dir", "module"],
+    ids=["model", "dataset", "data-dir", "module", "batch-larger-than-data", "stop-after"],
 )
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, args, message):
-    code = train_main([*args, "--output", str(tmp_path / "run"), "--epochs", "1"])
+    with tfds.testing.mock_data(num_examples=48):
+        code = train_main([*args, "--output", str(tmp_path / "run"), "--epochs", "1"])
     err = capsys.readouterr().err
     assert code == 2
-    assert message in err
+    assert message in err and not (tmp_path / "run").exists()
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -187,7 +190,7 @@ def test_run_that_fails_validation_leaves_nothing_behind(tmp_path, capsys):
     run = tmp_path / "run"
     with tfds.testing.mock_data(num_examples=16):
         code = train_main(["--model", "XNORResNet18", "--dataset", "cifar10", "--image-size", "16",
-                           "--output", str(run), "--epochs", "1"])
+                           "--batch-size", "8", "--output", str(run), "--epochs", "1"])
     assert code == 2 and "at least 32" in capsys.readouterr().err
     assert not run.exists()
     with tfds.testing.mock_data(num_examples=16):  # the corrected retry is not refused

@@ -319,11 +319,23 @@ def dataset_info(
 
 
 def split_size(name: str, split: str, data_dir: str | os.PathLike | None = None) -> int:
-    """Examples in `split` of a prepared dataset; `split` may be a TFDS slice (``"train[:-5000]"``)."""
+    """Examples in `split` of a prepared dataset; `split` may be a TFDS slice (``"train[:-5000]"``).
+
+    From the dataset's metadata where TFDS has it, else by reading the split once (datasets
+    whose metadata lacks split sizes, e.g. TFDS's mock data)."""
+    builder = _builder(name, data_dir)
     try:
-        return int(_builder(name, data_dir).info.splits[split].num_examples)
-    except (KeyError, ValueError) as error:
+        return int(builder.info.splits[split].num_examples)
+    except (KeyError, ValueError, AssertionError):
+        pass
+    try:
+        ds = builder.as_dataset(split=split)
+    except (KeyError, ValueError, AssertionError, tf.errors.OpError) as error:
         raise ValueError(f"Unknown split {split!r} of {name!r}: {error}. Received: split={split!r}") from error
+    count = int(ds.cardinality())
+    if count < 0:  # unknown or infinite: count it
+        count = int(ds.reduce(0, lambda n, _: n + 1))
+    return count
 
 
 def _keys(features, name: str) -> tuple[str, str]:
@@ -518,9 +530,14 @@ def load_dataset(
                                         num_parallel_calls=AUTOTUNE, deterministic=seed is not None or None)
         return source.batch(batch_size, drop_remainder=drop)
 
+    def keyed_epoch(epoch):
+        # Inside this traced function the graph-level seed is the run's (never 0: TF's seed
+        # helper would then compare the tensor op seed with 0 in Python), the op seed the epoch.
+        tf.random.set_seed(abs(seed or 0) + 1)
+        return one_epoch(ds, epoch, epoch, False)
+
     if training and start_epoch is not None:
-        ds = tf.data.Dataset.counter(start_epoch).flat_map(
-            lambda epoch: one_epoch(ds, epoch, (seed or 0) * 1_000_003 + epoch, False))
+        ds = tf.data.Dataset.counter(start_epoch).flat_map(keyed_epoch)
     else:
         ds = one_epoch(ds, tf.constant(0, tf.int64), seed, True)
     options = tf.data.Options()
