@@ -51,6 +51,11 @@ LEVERS = {
                     "--learning-rate", "0.1"]),
     "distill": ("cosine, no crops, distilled from a float ResNet18 (6 epochs, 92%+; --teacher-run)",
                 [*XNOR, "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine", "--augment", "none"]),
+    "bwn-baseline": ("BWNResNet18, recipe short with Adam and crops (how the published BWN weights were trained)",
+                     ["--model", "BWNResNet18", "--recipe", "short", "--optimizer", "adam"]),
+    "bwn-cosine-no-crop": ("BWNResNet18, cosine, no crops",
+                           ["--model", "BWNResNet18", "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine",
+                            "--augment", "none"]),
     "size-28": ("cosine, no crops, at the native 28x28",
                 [*XNOR, "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine", "--augment", "none"]),
 }
@@ -99,6 +104,21 @@ def run_lever(name: str, epochs: int, runs: Path, teacher: Path | None) -> dict:
     }
 
 
+def markdown(results: dict, baseline: str = "baseline") -> str:
+    """The lever table: each lever's best validation and test accuracy, and the difference from
+    the baseline at the same epochs."""
+    lines = ["| lever | what changes | epochs | best validation | test (best validation epoch) | "
+             "test − baseline | minutes (2 shared cores) |", "|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        reference = f"{'bwn-' if r['lever'].startswith('bwn-') else ''}{baseline}@{r['epochs']}"
+        base = results.get(reference)
+        delta = "" if base is None or key == reference else \
+            f"{100 * (r['test_accuracy'] - base['test_accuracy']):+.2f}"
+        lines.append(f"| {r['lever']} | {r['changes']} | {r['epochs']} | {r['best_val_accuracy']:.2%} | "
+                     f"{r['test_accuracy']:.2%} | {delta} | {r['train_minutes']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(LEVERS), help="these levers only (default: all)")
@@ -107,7 +127,11 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher-run", type=Path, help="a trained float ResNet18 run (for 'distill')")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "levers.json")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="print the table of the results so far and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.output.read_text())), end="")
+        return 0
     if args.list:
         for name, (description, _) in LEVERS.items():
             print(f"{name:22s} {description}")

@@ -522,3 +522,17 @@ def test_cosine_schedule_runs_from_the_rate_to_zero():
     assert rate(25) == pytest.approx(0.1 * (1 + np.cos(np.pi / 4)) / 2)
     with pytest.raises(ValueError, match="total_steps"):
         training.cosine_schedule(0.1, 0)
+
+
+@pytest.mark.parametrize("model, dataset, recipe", [
+    ("XNORResNet18", "fashion_mnist", "small-images"), ("BWNResNet18", "cifar10", "small-images"),
+    ("XNORAlexNet", "mnist", "small-images"), ("XNORResNet18", "imagenet2012", "resnet18-paper"),
+    ("XNORAlexNet", "imagenet2012", "alexnet-paper"), (MODEL, "fashion_mnist", "quick"),
+])
+def test_default_recipe_is_the_measured_best_on_small_images_and_the_papers_on_imagenet(model, dataset, recipe):
+    from xnor_keras.cli import _default_recipe
+
+    with tfds.testing.mock_data(num_examples=8):
+        assert _default_recipe(model, dataset) == recipe
+    chosen = training.RECIPES["small-images"]
+    assert (chosen.schedule, chosen.augment, chosen.learning_rate_for("adam")) == ("cosine", False, pytest.approx(1e-3))
