@@ -105,6 +105,10 @@ def publish(run: Path, name: str, folder: Path, description: str | None, *, floa
                               **config.get("model_options", {}))
         xnor_keras.load_binary_weights(bare, half)
         float16 = {"bytes": half.stat().st_size, "accuracy": _accuracy(bare, inputs, labels)}
+        # What the packed file itself gives on the pipeline's inputs: the run's model, or less
+        # where the packing is lossy (int8 kernels, float16).
+        xnor_keras.load_binary_weights(bare, packed)
+        packed_accuracy = _accuracy(bare, inputs, labels)
         channels = int(inputs.shape[-1])
         mean, std = data.NORMALIZATION.get(
             config["dataset"],
@@ -121,13 +125,15 @@ def publish(run: Path, name: str, folder: Path, description: str | None, *, floa
             os.environ[_weights.CACHE_ENV] = cache
             published = zoo.get_model(model_name, weights=name)
             accuracy = _accuracy(published, raw, raw_labels)
-        log(f"{model_name}(weights={name!r}): {accuracy:.2%} on raw test images; "
+        log(f"{model_name}(weights={name!r}): {accuracy:.2%} on raw test images (the packed weights on the "
+            f"pipeline's inputs: {packed_accuracy:.2%}); "
             f"{packed.stat().st_size / 1e6:.2f} MB packed (float16: {float16['bytes'] / 1e6:.2f} MB, "
             f"{float16['accuracy']:.2%})")
-        if abs(accuracy - run_accuracy) > TOLERANCE:
+        if abs(accuracy - packed_accuracy) > TOLERANCE:
             raise RuntimeError(
-                f"{model_name}: the published model gives {accuracy:.4f} on raw images, the run's model "
-                f"{run_accuracy:.4f}; more than {TOLERANCE} apart, so nothing was published"
+                f"{model_name}: the published model gives {accuracy:.4f} on raw images, the same weights "
+                f"{packed_accuracy:.4f} on the training pipeline's inputs; more than {TOLERANCE} apart, so "
+                "nothing was published"
             )
         os.replace(packed, target)
     record = {
@@ -143,6 +149,7 @@ def publish(run: Path, name: str, folder: Path, description: str | None, *, floa
         "mean": list(entry.mean), "std": list(entry.std),
     }
     return {"record": record, "bytes": target.stat().st_size, "run_accuracy": run_accuracy,
+            "packed_accuracy": packed_accuracy,
             "weights": selected, "packing": {"float_dtype": "float16" if float16_rest else "float32",
                                              "int8_kernels": int8_kernels},
             "float16": float16}
@@ -154,6 +161,8 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="the name weights= will take, e.g. fashion_mnist")
     parser.add_argument("--description", help="one line for listings (default: from the run's config)")
     parser.add_argument("--folder", type=Path, default=ROOT / "xnor_keras" / "zoo" / "weights")
+    parser.add_argument("--summary", type=Path, help="where the JSON summary goes (default: "
+                        "bench/results/published_weights_NAME.json)")
     parser.add_argument("--float16", action="store_true", help="store the weights that are not binarized as float16")
     parser.add_argument("--int8-kernels", metavar="all|LAYER[,LAYER...]",
                         help="store these full-precision kernels as int8 per output channel (lossy; the "
@@ -181,7 +190,7 @@ def main(argv=None) -> int:
     tmp = index_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(index, indent=1) + "\n")
     os.replace(tmp, index_path)
-    summary = ROOT / "bench" / "results" / f"published_weights_{args.name}.json"
+    summary = args.summary or ROOT / "bench" / "results" / f"published_weights_{args.name}.json"
     summary.write_text(json.dumps(results, indent=1) + "\n")
     for r in results:
         print(f"{r['record']['model']}(weights={args.name!r}): accuracy {r['record']['accuracy']:.2%} "
