@@ -127,6 +127,10 @@ def evaluate(model_name: str, run: Path, limit: int | None, arm64_images: int) -
     from xnor_keras import convert
 
     model = tf.keras.models.load_model(run / "model.keras")
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = run / "checkpoints" / "best.weights.h5"
+    if metrics.get("validation_split", "test") != "test" and best.exists():
+        model.load_weights(best)  # the epoch chosen on the held-out validation split
     x, y = test_set(IMAGE_SIZE[family(model_name)], limit)
     keras_probs = model.predict(x, batch_size=500, verbose=0)
     row = {"model": model_name, "test_images": len(x),
