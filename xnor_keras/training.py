@@ -43,6 +43,13 @@ repository's zoo models, 2-vCPU machine):
   staircase, 12 epochs at 32x32 on Fashion-MNIST (``bench/accuracy.py``, ImageNet stem, random
   crops): BWNResNet18 91.31%, XNORResNet18 88.41% (``pad_values=1``), both on all 10,000 test
   images; see ACCURACY.md for the float twin and the rest.
+* **small-images** (the default on small-image datasets since issue 20) is ``short`` with two
+  of issue 20's levers that won at equal epochs (``bench/levers.py``, XNORResNet18, 32x32, 4
+  epochs, the held-out validation split choosing the epoch, test accuracy): without random crops
+  89.27% against 85.92% (XNOR underfits; crops make it worse), a per-step cosine to 0 86.70%
+  against 85.92%, both together 89.61%. The CLI's previous default for a short run
+  (``resnet18-paper``: Adam 1e-2, no decay within 4 epochs, crops) gave 81.45%. See ACCURACY.md
+  for the whole lever table.
 * **quick** used 1e-3 for both optimizers; SGD with momentum learns too slowly at 1e-3 for a short
   run, so it now follows the same convention (SGD 1e-2, Adam 1e-3).
 * The original code's weight decay drops to 0 at epoch 29; here it is constant (Keras applies it
