@@ -14,7 +14,11 @@ __all__ = ["LibraryError", "OpLibrary", "bundled_libraries", "find_library", "lo
 
 # The pip distribution that provides the runtime the library plugs into.
 RUNTIME_DISTRIBUTION = "ai-edge-litert"
-KERNELS = {"default": 0, "indirect_bgemm": 1, "reference": 2}
+# LceBconv2d kernel name -> the library's kernel index (lce_ops.cc). "default" is LCE's optimized
+# BGEMM plus xnor_lite's binary GEMV for layers that are one matrix-vector product (batch-1 fully
+# connected layers; bgemv.cc), same outputs as LCE's reference kernel; "lce" is LCE's optimized
+# BGEMM alone, as LCE's own runtime registers it (kept to compare against).
+KERNELS = {"default": 0, "indirect_bgemm": 1, "reference": 2, "lce": 3}
 
 
 class LibraryError(RuntimeError):
@@ -100,6 +104,13 @@ class OpLibrary:
     def live_backend_contexts(self) -> int:
         """How many per-interpreter CPU backend contexts exist now."""
         return self._live()
+
+    def binary_gemv_invocations(self) -> int:
+        """How many LceBconv2d invocations in this process ran the "default" kernel's binary
+        GEMV (batch-1 fully connected layers) rather than LCE's BGEMM."""
+        counter = self._lib.xnor_lite_binary_gemv_invocations
+        counter.restype = ctypes.c_longlong
+        return int(counter())
 
 
 _LOADED: dict[Path, OpLibrary] = {}

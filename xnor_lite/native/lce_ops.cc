@@ -15,6 +15,7 @@
 #include <string>
 
 #include "backend_context.h"
+#include "bgemv.h"
 #include "larq_compute_engine/tflite/kernels/lce_ops_register.h"
 #include "tflite/mutable_op_resolver.h"
 
@@ -28,7 +29,10 @@ using compute_engine::tflite::Register_BCONV_2D;
 using compute_engine::tflite::Register_BCONV_2D_OPT_INDIRECT_BGEMM;
 using compute_engine::tflite::Register_BCONV_2D_REF;
 
-enum Kernel : int { kDefault = 0, kIndirectBgemm = 1, kReference = 2 };
+// kDefault: LCE's optimized BGEMM, except for nodes that are one binary matrix-vector product
+// (batch-1 fully connected layers), which run our GEMV (bgemv.h); kLce: LCE's optimized BGEMM
+// for every node, as LCE's own runtime registers it.
+enum Kernel : int { kDefault = 0, kIndirectBgemm = 1, kReference = 2, kLce = 3 };
 
 // An LceBconv2d registration whose init/free also count the node as a user of
 // its interpreter's backend context (backend_context.cc).
@@ -37,7 +41,8 @@ TfLiteRegistration* BinaryConvolution() {
   static TfLiteRegistration* const upstream =
       kKernel == kIndirectBgemm ? Register_BCONV_2D_OPT_INDIRECT_BGEMM()
       : kKernel == kReference   ? Register_BCONV_2D_REF()
-                                : Register_BCONV_2D();
+      : kKernel == kLce         ? Register_BCONV_2D()
+                                : xnor_lite::WithBinaryGemv(Register_BCONV_2D());
   static TfLiteRegistration wrapped = [] {
     TfLiteRegistration r = *upstream;
     r.init = [](TfLiteContext* context, const char* buffer,
@@ -59,14 +64,16 @@ TfLiteRegistration* BinaryConvolution() {
 extern "C" {
 
 // What this library was built from, e.g.
-// "xnor_lite=1 lce=0.16.0 litert=1.2.0 ruy=3286a34 arch=aarch64".
+// "xnor_lite=2 lce=0.16.0 litert=1.2.0 ruy=3286a34 arch=aarch64".
 __attribute__((visibility("default"))) const char* xnor_lite_build_info() {
   return XNOR_LITE_BUILD_INFO;
 }
 
 // The registration of LCE op `name` ("LceQuantize", "LceDequantize", "LceBconv2d",
 // "LceBMaxPool2d"); for LceBconv2d, `kernel` picks the kernel: 0 LCE's default
-// optimized BGEMM, 1 indirect BGEMM, 2 reference. nullptr for another name or kernel. For runtimes driven through LiteRT's C API (e.g. an Android app's native code):
+// optimized BGEMM with our binary GEMV for batch-1 fully connected layers, 1 indirect BGEMM,
+// 2 reference, 3 LCE's default optimized BGEMM alone. nullptr for another name or kernel. For
+// runtimes driven through LiteRT's C API (e.g. an Android app's native code):
 // TfLiteInterpreterOptionsAddCustomOp(options, name, xnor_lite_registration(name, 0), 1, 1).
 __attribute__((visibility("default"))) const TfLiteRegistration* xnor_lite_registration(
     const char* name, int kernel) {
@@ -79,6 +86,7 @@ __attribute__((visibility("default"))) const TfLiteRegistration* xnor_lite_regis
     case kDefault: return BinaryConvolution<kDefault>();
     case kIndirectBgemm: return BinaryConvolution<kIndirectBgemm>();
     case kReference: return BinaryConvolution<kReference>();
+    case kLce: return BinaryConvolution<kLce>();
     default: return nullptr;
   }
 }
@@ -102,6 +110,12 @@ __attribute__((visibility("default"))) int xnor_lite_register_ops(
 // outlives its interpreter).
 __attribute__((visibility("default"))) int xnor_lite_live_backend_contexts() {
   return xnor_lite::LiveBackendContexts();
+}
+
+// Number of LceBconv2d invocations in this process that ran the binary GEMV of kernel 0 (tests
+// check that the dispatch takes it).
+__attribute__((visibility("default"))) long long xnor_lite_binary_gemv_invocations() {
+  return xnor_lite::BinaryGemvInvocations();
 }
 
 }  // extern "C"
