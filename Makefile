@@ -6,7 +6,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 # Debian packages the tests need: the emulated arm64 target (qemu-user, debootstrap), the
 # op library's builds (cross compiler, gemmlowp header), real images (Fashion-MNIST).
-TEST_DEBIAN_PACKAGES := qemu-user debootstrap g++-aarch64-linux-gnu libgemmlowp-dev dataset-fashion-mnist
+TEST_DEBIAN_PACKAGES := qemu-user debootstrap g++-aarch64-linux-gnu libgemmlowp-dev dataset-fashion-mnist llvm
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: demo test clean test-debian-packages fashion-mnist

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xnor_lite import build  # noqa: E402  (no TensorFlow)
+from xnor_lite.library import KERNELS  # noqa: E402
 
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
@@ -77,6 +79,8 @@ def submodel(variant: str) -> str | None:
     """'stem', 'head' or 'last' for a sub-model variant, else None."""
     part = variant.split("+")[0]
     return part if part in ("stem", "head", "last") else None
+# functions listed in a run's shares_steady (--top-functions)
+STEADY_TOP = 12
 GROUPS = {"lce": "op library (LCE ops)", "litert": "LiteRT wheel (builtin ops, ruy, XNNPACK)",
           "libc": "libc/libm", "other": "other (python, numpy, ld.so)"}
 
@@ -302,7 +306,10 @@ def attribute(counts: dict[int, int], address_map: AddressMap, top: int = 12) ->
 
 
 def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, use_xnnpack: bool,
-            steady: int) -> dict:
+            steady: int, *, plugin_args: str = "", keep_dir: Path | None = None) -> dict:
+    """One guest run under `plugin` (insn_count, or a plugin writing the same records, e.g.
+    bench/cycles.py's tb_profile with `plugin_args` such as ",caches=..."); `keep_dir` keeps
+    the plugin's records (records.txt) and the guest's maps (maps.txt)."""
     with tempfile.TemporaryDirectory(prefix="arm64-bench-") as tmp:
         tmp = Path(tmp)
         request = {"flatbuffer": str(flatbuffer), "library": str(library), "kernel": kernel,
@@ -311,13 +318,19 @@ def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, 
         (tmp / "request.json").write_text(json.dumps(request))
         records = tmp / "records.txt"
         cmd = target.python_command(str(GUEST), str(tmp / "request.json"),
-                                    plugin=f"{plugin},out={records}")
+                                    plugin=f"{plugin},out={records}{plugin_args}")
         env = {**target.python_env(), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
         started = time.time()
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
         if result.returncode != 0:
             raise RuntimeError(f"guest run failed ({result.returncode}):\n{result.stderr[-3000:]}")
         report = json.loads(result.stdout.strip().splitlines()[-1])
+        if keep_dir is not None:
+            keep_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("records.txt", "maps.txt"):
+                shutil.move(str(tmp / name), str(keep_dir / name))
+            tmp = keep_dir
+            records = keep_dir / "records.txt"
         marks, dumps = parse_records(records.read_text())
         address_map = AddressMap((tmp / "maps.txt").read_text(), str(library))
     overhead = marks[MARKER_PAIR] - marks[STARTED]
@@ -329,7 +342,7 @@ def run_one(target, plugin: Path, library: Path, flatbuffer: Path, kernel: str, 
         "steady": steady_counts,
         "marker_overhead": overhead,
         "process_total": max(marks.values()),
-        "shares_steady": attribute(dumps[STEADY + steady - 1], address_map),
+        "shares_steady": attribute(dumps[STEADY + steady - 1], address_map, top=STEADY_TOP),
         "shares_first_invoke": attribute(dumps[FIRST_INVOKE], address_map, top=6),
         "shares_load": attribute(dumps[MODEL_LOADED], address_map, top=6),
         "guest": report,
@@ -617,6 +630,7 @@ def write_section(text: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global STEADY_TOP
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="AlexNet 67², ResNet 32² (minutes)")
     parser.add_argument("--models", nargs="+", help="zoo names (default: all six)")
@@ -628,6 +642,14 @@ def main(argv: list[str] | None = None) -> int:
                         "cortex-a72 (Raspberry Pi 4: no dotprod); results go to arm64-cpu-NAME.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the runs of the existing results json that this run does not redo")
+    parser.add_argument("--kernels", nargs="+", choices=sorted(KERNELS),
+                        help="LceBconv2d kernels to measure on every XNOR flatbuffer, without XNNPACK "
+                             "(default: all four settings on `paper`, `default` +/- XNNPACK on the others); "
+                             "e.g. `--kernels default lce` compares xnor_lite's GEMV with LCE's BGEMM")
+    parser.add_argument("--top-functions", type=int, default=STEADY_TOP,
+                        help=f"functions listed in each run's shares of a steady inference (default {STEADY_TOP})")
+    parser.add_argument("--json", help="write the results to this json only (no chart, no markdown, "
+                                       "bench/results/arm64*.json and BENCHMARKS.md untouched)")
     args = parser.parse_args(argv)
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
@@ -639,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.variants:
         XNOR_VARIANTS[:] = args.variants
+    STEADY_TOP = args.top_functions
     from xnor_lite.emulate import Arm64Target
 
     started = time.time()
@@ -650,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     target = Arm64Target(cpu=args.cpu, log=log).setup()
     library = build.build_library("aarch64", out_dir=target.cache_dir, keep_symbols=True, log=log)
     jobs = plan(models, args.quick)
+    if args.kernels:
+        jobs = [(model, size, variant, [(kernel, False) for kernel in args.kernels] if model.startswith("XNOR") else settings)
+                for model, size, variant, settings in jobs]
     # Convert everything first (TensorFlow on the host), then emulate.
     for i, (model, size, variant, _) in enumerate(jobs):
         log(f"flatbuffer {i + 1}/{len(jobs)}: {model} {size}² {variant}")
@@ -691,6 +717,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs, "analysis": analyse(runs),
         "notes": Path(args.notes).read_text().splitlines() if args.notes else [],
     }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        log(f"wrote {args.json}; done in {(time.time() - started) / 60:.1f} min")
+        return 0
     report(result, quick=args.quick)
     log(f"done in {(time.time() - started) / 60:.1f} min")
     return 0
