@@ -221,7 +221,22 @@ def main(argv=None) -> int:
                         help="test images run on the emulated arm64 target (default: all; 64 with --quick; 0: skip)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--markdown", type=Path, help="default: ACCURACY.md (quick: bench/results/ACCURACY-quick.md)")
+    parser.add_argument("--evaluate-run", type=Path, metavar="RUN",
+                        help="only evaluate this finished run (Keras, the x86 and the arm64 flatbuffer on the test "
+                             "images) into --json; ACCURACY.md is left alone")
+    parser.add_argument("--json", type=Path, help="with --evaluate-run: where the row goes")
     args = parser.parse_args(argv)
+    if args.evaluate_run:
+        config = json.loads((args.evaluate_run / "config.json").read_text())
+        metrics = json.loads((args.evaluate_run / "metrics.json").read_text())
+        arm64_images = 10_000 if args.arm64_images is None else args.arm64_images
+        row = evaluate_cached(config["model"], args.evaluate_run, None, arm64_images)
+        row.update(epochs=config["epochs"], train_s=metrics.get("train_seconds", 0.0), config=config,
+                   validation_split=metrics.get("validation_split"), test_accuracy_run=metrics.get("test_accuracy"))
+        out = args.json or ROOT / "bench" / "results" / f"accuracy-run-{config['model']}.json"
+        out.write_text(json.dumps(row, indent=1) + "\n")
+        log(f"wrote {os.path.relpath(out, ROOT)}")
+        return 0
     suffix = "-quick" if args.quick else ""
     results_dir = ROOT / "bench" / "results"
     markdown_path = args.markdown or (results_dir / "ACCURACY-quick.md" if args.quick else ROOT / "ACCURACY.md")

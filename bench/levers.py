@@ -49,7 +49,7 @@ LEVERS = {
     "sgd-cosine": ("SGD momentum 0.9 from 0.1 (the paper's ResNet rate), cosine, no crops",
                    [*XNOR, "--recipe", "short", "--optimizer", "sgd", "--schedule", "cosine", "--augment", "none",
                     "--learning-rate", "0.1"]),
-    "distill": ("cosine, no crops, distilled from a float ResNet18 (6 epochs, 92%+; --teacher-run)",
+    "distill": ("cosine, no crops, distilled from a float ResNet18 (--teacher-run: 6 epochs of recipe short with crops, 91.5% validation, 89.9% test)",
                 [*XNOR, "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine", "--augment", "none"]),
     "bwn-baseline": ("BWNResNet18, recipe short with Adam and crops (how the published BWN weights were trained)",
                      ["--model", "BWNResNet18", "--recipe", "short", "--optimizer", "adam"]),
