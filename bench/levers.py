@@ -9,6 +9,9 @@ Runs are kept under --runs-dir and resumed where they stopped (`--stop-after-min
 survive), so the script can be started again after an interruption; a finished run is not
 trained again. Results go to `bench/results/levers.json`.
 
+Resolution: the ImageNet stem's smallest input is 32x32 (its last stage is then 1x1), so 28x28
+is not a lever here; 64x64 costs 4x the MACs and the CIFAR stem 15x (see ACCURACY.md).
+
 Usage:
     python bench/levers.py                      # every lever, 4 epochs each (~5 min a run on 2 cores)
     python bench/levers.py --only baseline no-crop --epochs 4
@@ -56,8 +59,6 @@ LEVERS = {
     "bwn-cosine-no-crop": ("BWNResNet18, cosine, no crops",
                            ["--model", "BWNResNet18", "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine",
                             "--augment", "none"]),
-    "size-28": ("cosine, no crops, at the native 28x28",
-                [*XNOR, "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine", "--augment", "none"]),
 }
 
 
@@ -69,8 +70,6 @@ def run_lever(name: str, epochs: int, runs: Path, teacher: Path | None) -> dict:
     description, options = LEVERS[name]
     output = runs / name
     args = [*COMMON, *options, "--epochs", str(epochs), "--output", str(output)]
-    if name == "size-28":
-        args[args.index("--image-size") + 1] = "28"
     if name == "distill":
         if teacher is None:
             raise SystemExit("lever 'distill' needs --teacher-run (a trained float ResNet18 run)")
