@@ -121,16 +121,13 @@ def evaluate_cached(model_name: str, run: Path, limit: int | None, arm64_images:
 
 def evaluate(model_name: str, run: Path, limit: int | None, arm64_images: int) -> dict:
     import numpy as np
-    import tensorflow as tf
 
     import xnor_keras  # noqa: F401  (binds tf.keras to Keras 2)
     from xnor_keras import convert
 
-    model = tf.keras.models.load_model(run / "model.keras")
-    metrics = json.loads((run / "metrics.json").read_text())
-    best = run / "checkpoints" / "best.weights.h5"
-    if metrics.get("validation_split", "test") != "test" and best.exists():
-        model.load_weights(best)  # the epoch chosen on the held-out validation split
+    from xnor_keras import training
+
+    model, _ = training.load_trained_model(run)
     x, y = test_set(IMAGE_SIZE[family(model_name)], limit)
     keras_probs = model.predict(x, batch_size=500, verbose=0)
     row = {"model": model_name, "test_images": len(x),

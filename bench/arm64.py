@@ -95,14 +95,14 @@ def family(model: str) -> str:
 
 # -- plugin ---------------------------------------------------------------------------------
 
-def build_plugin() -> Path:
-    """Compiles insn_count.c with the host gcc, once per source version."""
-    source = PLUGIN_SOURCE.read_bytes()
-    target = CACHE / f"insn_count-{hashlib.sha256(source).hexdigest()[:12]}.so"
+def build_plugin(source_path: Path = PLUGIN_SOURCE) -> Path:
+    """Compiles a plugin (default insn_count.c) with the host gcc, once per source version."""
+    source = source_path.read_bytes()
+    target = CACHE / f"{source_path.stem}-{hashlib.sha256(source).hexdigest()[:12]}.so"
     if not target.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp.so")
-        cmd = ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(PLUGIN_SOURCE)]
+        cmd = ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(source_path)]
         log(" ".join(cmd))
         subprocess.run(cmd, check=True)
         tmp.replace(target)

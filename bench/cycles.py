@@ -205,15 +205,8 @@ def calibration_flatbuffer(name: str = "QuickNet", size: int = 224) -> Path:
 # -- the plugin and the guest run ---------------------------------------------------------
 
 def build_plugin() -> Path:
-    """Compiles tb_profile.c with the host gcc, once per source version."""
-    source = PLUGIN_SOURCE.read_bytes()
-    target = CACHE / f"tb_profile-{hashlib.sha256(source).hexdigest()[:12]}.so"
-    if not target.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp.so")
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(PLUGIN_SOURCE)], check=True)
-        tmp.replace(target)
-    return target
+    """Compiles tb_profile.c with the host gcc, once per source version (arm64.py's builder)."""
+    return arm64.build_plugin(PLUGIN_SOURCE)
 
 
 def profile(target, plugin: Path, library: Path, flatbuffer: Path, core: Core, kernel: str,

@@ -82,6 +82,7 @@ __all__ = [
     "TrainConfig",
     "make_optimizer",
     "load_teacher",
+    "load_trained_model",
     "make_strategy",
     "plot_history",
     "replica_batch_size",
@@ -450,6 +451,20 @@ def _splits(info_splits: dict, config: "TrainConfig") -> tuple[str, str, str | N
             f"Received: holdout={holdout}"
         )
     return f"train[:-{holdout}]", f"train[-{holdout}:]", "test" if "test" in info_splits else None
+
+
+def load_trained_model(run: str | os.PathLike) -> tuple[tf.keras.Model, str]:
+    """The model of a finished run (a :func:`train` output directory) with the weights it reports:
+    the best validation epoch's (``checkpoints/best.weights.h5``) where the run held out a
+    validation split, else the last epoch's. Returns the model and which weights it holds."""
+    run = Path(run)
+    model = tf.keras.models.load_model(run / "model.keras")
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = run / "checkpoints" / "best.weights.h5"
+    if metrics.get("validation_split", "test") != "test" and best.exists():
+        model.load_weights(best)  # chosen on the held-out validation split, not on test
+        return model, f"best epoch on {metrics['validation_split']}"
+    return model, "last epoch"
 
 
 def _build_model(name: str, input_shape, classes: int, options: dict | None = None):

@@ -74,21 +74,15 @@ def publish(run: Path, name: str, folder: Path, description: str | None, *, floa
             int8_kernels=None) -> dict:
     import hashlib
 
-    import tensorflow as tf
 
     import xnor_keras
-    from xnor_keras import data, zoo
+    from xnor_keras import data, training, zoo
     from xnor_keras.zoo import _weights
 
     config = json.loads((run / "config.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     model_name = config["model"]
-    trained = tf.keras.models.load_model(run / "model.keras")
-    best = run / "checkpoints" / "best.weights.h5"
-    selected = "last epoch"
-    if metrics.get("validation_split", "test") != "test" and best.exists():
-        trained.load_weights(best)  # selected on the held-out validation split, not on test
-        selected = f"best epoch on {metrics['validation_split']}"
+    trained, selected = training.load_trained_model(run)
     (raw, raw_labels), (inputs, labels) = _test_split(config)
     run_accuracy = _accuracy(trained, inputs, labels)
     log(f"{model_name}: the run's model ({selected}) gives {run_accuracy:.2%} on {len(labels)} test images")
