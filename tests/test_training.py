@@ -155,6 +155,20 @@ def test_one_short_epoch_through_the_cli(tmp_path, capsys):
     assert "recipe quick" in capsys.readouterr().err
 
 
+def test_small_images_recipe_trains_every_family_with_adam_unless_asked(tmp_path):
+    # the recipe's levers were measured with Adam on XNOR and BWN nets alike; the demo net is
+    # neither XNOR nor a zoo model, so without the recipe's choice it would get SGD
+    with tfds.testing.mock_data(num_examples=48):
+        assert train_main([*SMALL, "--recipe", "small-images", "--output", str(tmp_path / "a"), "--epochs", "1",
+                           "--steps-per-epoch", "1"]) == 0
+        assert train_main([*SMALL, "--recipe", "small-images", "--optimizer", "sgd", "--output",
+                           str(tmp_path / "s"), "--epochs", "1", "--steps-per-epoch", "1"]) == 0
+    adam = json.loads((tmp_path / "a" / "config.json").read_text())
+    sgd = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert (adam["optimizer"], adam["learning_rate"]) == ("adam", pytest.approx(1e-3))
+    assert (sgd["optimizer"], sgd["learning_rate"]) == ("sgd", pytest.approx(1e-2))
+
+
 def test_existing_run_needs_resume(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -464,7 +464,7 @@ def _train_parser() -> argparse.ArgumentParser:
                         "CIFAR, else the paper's for the family)")
     parser.add_argument("--epochs", type=_positive_int)
     parser.add_argument("--batch-size", type=_positive_int, help="global batch size")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), help="default: adam for XNOR, sgd otherwise")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), help="default: the recipe's (small-images: adam), else adam for XNOR, sgd otherwise")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
@@ -621,7 +621,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if args.pad_values is not None and ":" not in args.model and not args.model.startswith("XNOR"):
             raise _InputError(f"--pad-values: only the zoo's XNOR models binarize their inputs, not {args.model}")
         recipe = training.RECIPES[args.recipe or _default_recipe(args.model, args.dataset)]
-        optimizer = args.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
+        optimizer = args.optimizer or recipe.optimizer or ("adam" if args.model.startswith("XNOR") else "sgd")
         learning_rate = args.learning_rate
         if learning_rate is None:
             learning_rate = recipe.learning_rate_for(optimizer)
