@@ -373,6 +373,8 @@ def test_device_picks_int8_layers_records_runtime_settings_and_says_why(saved, t
     plan = devices.plan(saved.model, "pi5")
     assert plan.kind == "xnor" and plan.convert_options == {"int8_float_layers": True}
     assert "device pi5: Raspberry Pi 5" in stderr and "XNNPACK" in stderr and "threads" in stderr
+    # an XNOR net is told what the int8 first layer does to agreement, and how to avoid it
+    assert "agreement with the float model" in stderr and "convert without --device" in stderr
     flatbuffer = out.read_bytes()
     recorded = json.loads(read_metadata(flatbuffer, "xnor_lite.runtime"))
     assert recorded == {"device": "pi5", **plan.runtime}
@@ -397,6 +399,7 @@ def test_device_on_a_bwn_net_takes_int8_full():
     model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(x)))
     plan = devices.plan(model, "pi4")
     assert plan.kind == "bwn" and plan.needs_calibration
+    assert not any("agreement" in reason for reason in plan.reasons)  # BWN nets keep >= 99.5%
     assert plan.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
     # Measured: XNNPACK's int8 kernels lose on a Cortex-A72 and win on a Cortex-A76.
     assert plan.runtime["use_xnnpack"] is False
