@@ -22,7 +22,12 @@ from xnor_keras.convert._common import (
 )
 from xnor_keras.convert.bwn import int8_bwn_filters
 from xnor_keras.convert.flatbuffer import _unknown_custom_ops
-from xnor_keras.convert.int8 import _check_calibration_data, _prepared_copy, _too_large_for_int8_full
+from xnor_keras.convert.int8 import (
+    _check_calibration_data,
+    _pad_before_quantize,
+    _prepared_copy,
+    _too_large_for_int8_full,
+)
 
 __all__ = ["convert", "save_tflite", "timed_convert"]
 
@@ -155,6 +160,8 @@ def convert(
             "expressible in TFLite builtin ops or LCE ops (no Python-side Lambda code such as "
             "tf.py_function, no float64 arithmetic)."
         )
+    # The converter pads a quantized input in int8, which LiteRT runs with its reference kernel.
+    flatbuffer, _ = _pad_before_quantize(flatbuffer)
     if bwn_weights in ("int8", "int8_dynamic"):
         flatbuffer, _ = int8_bwn_filters(model, flatbuffer, form=bwn_weights)
     elif bwn_full and too_large:
