@@ -3,6 +3,9 @@
 * :func:`inference_copy` evaluates each 1-bit kernel quantizer once and stores the result.
 * :func:`_center_sign_thresholds` moves BatchNorm thresholds before binary activations halfway
   between attainable values, so LCE's rounding cannot flip a sign.
+* :func:`_fold_residual_batchnorms` removes the BatchNorms between a residual addition and the
+  signs it feeds, which LCE cannot fuse (a float multiply and add over the whole map), by carrying
+  their thresholds along the residual stream as biases that LCE fuses into its binary conv.
 """
 
 from __future__ import annotations
@@ -172,3 +175,178 @@ def _center_sign_thresholds(model: tf.keras.Model) -> int:
         bn.moving_mean.assign(new_mean.astype(bn.moving_mean.dtype.as_numpy_dtype))
         changed += 1
     return changed
+
+
+def _consumers(layer) -> list:
+    return [node.outbound_layer for node in layer.outbound_nodes]
+
+
+def _inbound_layers(layer) -> list:
+    """The layers whose outputs feed `layer`'s only call, in order (with repeats)."""
+    inbound = layer.inbound_nodes[0].inbound_layers
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _per_channel_batch_norm(layer) -> bool:
+    if not isinstance(layer, tf.keras.layers.BatchNormalization) or len(layer.inbound_nodes) != 1:
+        return False
+    rank = len(layer.input_shape)
+    return list(np.atleast_1d(layer.axis) % rank) == [rank - 1]
+
+
+def _takes_plain_sign(layer) -> bool:
+    """An XNOR layer: its output depends on its input only through sign(x), sign(0) = +1."""
+    return isinstance(layer, _ScaledBinaryMixin) and layer._binary_inputs and layer.input_scaling is None
+
+
+def _sign_threshold(bn) -> np.ndarray | None:
+    """Per channel t with sign(bn(x)) == sign(x - t), where `bn` feeds only plain signs.
+
+    Holds when every channel's scale gamma / sqrt(var + eps) is positive: then bn(x) >= 0 exactly
+    when x >= t = mean - beta / scale. None where `bn` is not such a BatchNorm.
+    """
+    if not _per_channel_batch_norm(bn):
+        return None
+    consumers = _consumers(bn)
+    if not consumers or not all(_takes_plain_sign(c) for c in consumers):
+        return None
+    scale = 1.0 / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    if bn.scale:
+        scale = scale * np.asarray(bn.gamma, np.float64)
+    if not np.all(scale > 0):
+        return None
+    mean = np.asarray(bn.moving_mean, np.float64)
+    beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros_like(mean)
+    return mean - beta / scale
+
+
+def _biasable_input(add) -> tf.keras.layers.Layer | None:
+    """An input of `add` that can take any per-channel bias: a convolution (or our Dense) whose
+    only consumer is `add`, with a linear activation and the output shape of `add`."""
+    for layer in _inbound_layers(add):
+        if not (isinstance(layer, _ScaledBinaryMixin) or type(layer) is tf.keras.layers.Conv2D):
+            continue
+        if (
+            len(layer.inbound_nodes) == 1
+            and _consumers(layer) == [add]
+            and layer.activation in (None, tf.keras.activations.linear)
+            and tuple(layer.output_shape) == tuple(add.output_shape)
+        ):
+            return layer
+    return None
+
+
+def _is_pointwise_conv(layer) -> bool:
+    """A plain 1x1 convolution: an offset in its input moves its output by W^T offset exactly
+    (no padding can touch a 1x1 window, whatever `padding`)."""
+    return (
+        type(layer) is tf.keras.layers.Conv2D
+        and tuple(layer.kernel_size) == (1, 1)
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+        and layer.activation in (None, tf.keras.activations.linear)
+        and len(layer.inbound_nodes) == 1
+    )
+
+
+def _absorbs_offset(consumer, add) -> bool:
+    """True if `consumer` of `add` can be rewritten to compute the same from add - offset."""
+    if _per_channel_batch_norm(consumer):
+        return True  # moving_mean - offset
+    if isinstance(consumer, tf.keras.layers.Add):
+        return len(consumer.inbound_nodes) == 1 and _biasable_input(consumer) is not None
+    if _is_pointwise_conv(consumer):
+        following = _consumers(consumer)
+        return consumer.use_bias or (len(following) == 1 and _per_channel_batch_norm(following[0]))
+    return False
+
+
+def _add_to_bias(layer, delta: np.ndarray) -> None:
+    """bias += delta, creating a zero bias first in a layer built without one."""
+    if not layer.use_bias:
+        # Trainable and after the kernel, as a layer built with use_bias=True has it (its config
+        # now says so): a copy of this model then gets its weights in the same order.
+        with tf.name_scope(layer.name):
+            layer.bias = layer.add_weight(
+                "bias", shape=(int(layer.kernel.shape[-1]),), initializer="zeros", trainable=True
+            )
+        layer.use_bias = True
+    layer.bias.assign((np.asarray(layer.bias, np.float64) + delta).astype(np.float32))
+
+
+def _shift_moving_mean(bn, delta: np.ndarray) -> None:
+    mean = np.asarray(bn.moving_mean, np.float64) - delta
+    bn.moving_mean.assign(mean.astype(bn.moving_mean.dtype.as_numpy_dtype))
+
+
+def _identity_call(inputs, *args, **kwargs):
+    return tf.identity(inputs)
+
+
+def _make_identity(bn) -> None:
+    """`bn` passes its input through. Its statistics are also set to a threshold of 0, so a copy
+    made from its config and weights (which loses this call) still takes the same signs, and
+    folding that copy again moves nothing."""
+    bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, bn.moving_mean.dtype.as_numpy_dtype))
+    if bn.center:
+        bn.beta.assign(np.zeros(bn.beta.shape, bn.beta.dtype.as_numpy_dtype))
+    bn.call = _identity_call
+
+
+def _fold_residual_batchnorms(model: tf.keras.Model) -> int:
+    """Remove BatchNorms that sit between a residual addition and the signs it feeds.
+
+    Pattern (XNOR ResNets): ``Add`` -> BatchNorm -> only XNOR layers (which take its sign). LCE
+    fuses such a BatchNorm nowhere (it becomes a float MUL and ADD over the whole map), yet
+    sign(bn(s)) = sign(s - t) for a per-channel threshold t (positive scales). So each such
+    ``Add`` computes s - t instead of s, its BatchNorm becomes the identity, and the offset is
+    paid for where it is free:
+
+    * into the ``Add``: a bias on one of its inputs, a convolution that feeds only the ``Add``
+      (the block's last binary conv): bias = (offsets of the inputs) - t. LCE fuses it into
+      ``LceBconv2d``'s output bias, as it does alpha into the output multiplier;
+    * out of the ``Add``, for every other consumer: a BatchNorm's moving mean moves by -t; a 1x1
+      convolution (the projection shortcut) gets W^T t into its bias, or its following
+      BatchNorm's moving mean moves by -W^T t; a following ``Add`` subtracts t through the bias
+      of its own convolution input.
+
+    Everything is exact in real arithmetic: outputs differ by float32 rounding, and every sign
+    by nothing but rounding at an exact tie. An ``Add`` is left as it is if any of this does not
+    apply (a consumer of another kind, no convolution input to carry the bias). Returns how many
+    BatchNorm layers were removed.
+    """
+    adds = [
+        layer for layer in model.layers
+        if isinstance(layer, tf.keras.layers.Add) and len(layer.inbound_nodes) == 1
+        and all(tuple(i.shape) == tuple(layer.output_shape) for i in layer.input)
+    ]
+    offsets, folded = {}, []
+    for add in adds:
+        consumers = _consumers(add)
+        bn = next((c for c in consumers if _sign_threshold(c) is not None), None)
+        if bn is None or _biasable_input(add) is None:
+            continue
+        if all(c is bn or _absorbs_offset(c, add) for c in consumers):
+            offsets[add] = _sign_threshold(bn)
+            folded.append(bn)
+    for add in adds:
+        incoming = [offsets[p] for p in _inbound_layers(add) if p in offsets]
+        if add not in offsets and not incoming:
+            continue
+        own = offsets.get(add, 0.0)
+        _add_to_bias(_biasable_input(add), sum(incoming) - own)
+    for add, offset in offsets.items():
+        for consumer in _consumers(add):
+            if consumer in folded:
+                _make_identity(consumer)
+            elif _per_channel_batch_norm(consumer):
+                _shift_moving_mean(consumer, offset)
+            elif _is_pointwise_conv(consumer):
+                kernel = np.asarray(consumer.kernel, np.float64)[0, 0]
+                moved = offset @ kernel  # (in,) @ (in, out): how far the output moves
+                if consumer.use_bias:
+                    _add_to_bias(consumer, moved)
+                else:
+                    _shift_moving_mean(_consumers(consumer)[0], moved)
+    return len(folded)
+
