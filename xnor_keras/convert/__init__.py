@@ -8,8 +8,10 @@
 One module per concern, dependencies pointing one way:
 
 * ``_common``: targets, op names, :class:`ConversionError`, walking a model's layers.
-* ``prepare``: the inference copy (binary kernels as constants, centred sign thresholds).
-* ``int8``: int8 fake quantization of layers, and the prepared copy LCE is given.
+* ``prepare``: the inference copy (binary kernels as constants, centred sign thresholds, the
+  BatchNorms between residual additions and signs folded into biases).
+* ``int8``: int8 fake quantization of layers, the prepared copy LCE is given, and the padding of
+  a quantized input moved before its ``QUANTIZE`` in the flatbuffer.
 * ``bwn``: int8 weights for BWN layers, written into the flatbuffer; which form each took.
 * ``converter``: the LCE call (:func:`convert`), :func:`save_tflite`.
 * ``flatbuffer``: reading a flatbuffer (op names, which ops each layer became).
