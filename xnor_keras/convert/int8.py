@@ -19,7 +19,12 @@ import tensorflow as tf
 from xnor_keras.convert._common import ConversionError, _check_bwn_weights, _check_model, _walk_layers
 from xnor_keras.convert.bwn import _opcode, bwn_layers
 from xnor_keras.convert.flatbuffer import _op_name, _schema_model
-from xnor_keras.convert.prepare import _center_sign_thresholds, _fold_residual_batchnorms, inference_copy
+from xnor_keras.convert.prepare import (
+    _center_sign_thresholds,
+    _fold_residual_batchnorms,
+    _pool_after_batchnorm,
+    inference_copy,
+)
 
 __all__ = ["int8_reference", "quantize_float_layers"]
 
@@ -323,12 +328,14 @@ def _prepared_copy(
     bwn: bool = False,
 ) -> tf.keras.Model:
     """The model LCE is given: the inference copy with centred sign thresholds, without the
-    BatchNorms between residual additions and signs (folded into biases), and, when
+    BatchNorms between residual additions and signs (folded into biases), max-pools before a
+    sign's BatchNorm computed after it, and, when
     `calibration_data` is given (already checked), int8 fake quantization of the float layers
     (`float_layers`) and/or the BWN layers (`bwn`)."""
     copy = inference_copy(model)
     _center_sign_thresholds(copy)
     _fold_residual_batchnorms(copy)
+    _pool_after_batchnorm(copy)
     if calibration_data is not None and (float_layers or bwn):
         quantize_float_layers(copy, calibration_data, float_layers=float_layers, bwn=bwn)
     return copy

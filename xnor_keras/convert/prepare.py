@@ -6,6 +6,8 @@
 * :func:`_fold_residual_batchnorms` removes the BatchNorms between a residual addition and the
   signs it feeds, which LCE cannot fuse (a float multiply and add over the whole map), by carrying
   their thresholds along the residual stream as biases that LCE fuses into its binary conv.
+* :func:`_pool_after_batchnorm` lets a max-pool between a binary conv and the BatchNorm of the
+  next sign run after that BatchNorm, so LCE fuses the BatchNorm into the conv and pools bits.
 """
 
 from __future__ import annotations
@@ -350,3 +352,46 @@ def _fold_residual_batchnorms(model: tf.keras.Model) -> int:
                     _shift_moving_mean(_consumers(consumer)[0], moved)
     return len(folded)
 
+
+
+def _pool_after_batchnorm(model: tf.keras.Model) -> int:
+    """Compute MaxPool -> BatchNorm -> sign as BatchNorm -> MaxPool -> sign, exactly.
+
+    Pattern (XNOR AlexNet's pool2 / pool5, the paper's BinConv -> Pool -> BN -> BinActiv): a
+    max-pool of an XNOR layer's output (its only consumer) whose only consumer is a per-channel
+    BatchNorm with positive scales that feeds only XNOR layers (which take its sign). After a
+    float layer (AlexNet's pool1) the move would not pay: the BatchNorm would run on the
+    unpooled map, 4x larger, and nothing would fuse it. A BatchNorm with positive scales is non-decreasing in
+    every channel, also in float32 (x - mean, x * scale and x + beta each round monotonically),
+    so max(bn(x)) == bn(max(x)) bit for bit. Computed in the new order, LCE fuses the BatchNorm
+    into the binary conv before the pool (its output multiplier and bias), turns
+    sign(max-pool(x)) into its binary max-pool of sign(x) (``LceBMaxPool2d``) and lets the conv
+    write bits: the float max-pool, the float BatchNorm and the sign op leave the flatbuffer.
+
+    Done by swapping the two layers' calls (the pool calls the BatchNorm first, the BatchNorm
+    passes its input through), so the graph and the weights stay as they are. A copy rebuilt from
+    the config computes the original order, the same function. Returns how many pools moved.
+    """
+    moved = 0
+    for pool in model.layers:
+        if not isinstance(pool, tf.keras.layers.MaxPooling2D) or len(pool.inbound_nodes) != 1:
+            continue
+        producer = _single_inbound_layer(pool)
+        if not (
+            isinstance(producer, _ScaledBinaryMixin) and producer._binary_inputs
+            and producer.activation in (None, tf.keras.activations.linear) and _consumers(producer) == [pool]
+        ):
+            continue  # after a float layer the BatchNorm would only run on the larger map
+        consumers = _consumers(pool)
+        if len(consumers) != 1 or _sign_threshold(consumers[0]) is None:
+            continue
+        bn = consumers[0]
+        pool_call, bn_call = pool.call, bn.call
+
+        def call(inputs, *args, _pool_call=pool_call, _bn_call=bn_call, **kwargs):
+            return _pool_call(_bn_call(inputs, training=False))
+
+        pool.call = call
+        bn.call = _identity_call
+        moved += 1
+    return moved
