@@ -88,8 +88,11 @@ class Interpreter:
       kernel: LCE's binary-convolution kernel: "default" (LCE's optimized BGEMM, fastest on
         aarch64, except that a layer computing one matrix-vector product (a binary fully
         connected layer at batch 1, e.g. AlexNet's fc6 and fc7) runs xnor_lite's binary GEMV,
-        ~3x fewer instructions there, with the outputs of LCE's reference kernel), "lce" (LCE's
-        optimized BGEMM for every layer, as LCE's own runtime runs it), "indirect_bgemm"
+        ~3x fewer instructions there, with the outputs of LCE's reference kernel; and an int8
+        layer computing one matrix-vector product (an int8 last layer at batch 1, e.g. AlexNet's
+        fc8) runs xnor_lite's int8 GEMV, with the outputs of LiteRT's own kernel), "lce" (LCE's
+        optimized BGEMM for every layer, as LCE's own runtime runs it, and LiteRT's own int8
+        kernels), "indirect_bgemm"
         (fastest on x86-64 in LCE's own wheel), or "reference".
       use_xnnpack: apply LiteRT's default XNNPACK delegate to the float/int8 ops (default off).
       library: path of the op library (default: `xnor_lite.find_library()`).

@@ -16,8 +16,11 @@ __all__ = ["LibraryError", "OpLibrary", "bundled_libraries", "find_library", "lo
 RUNTIME_DISTRIBUTION = "ai-edge-litert"
 # LceBconv2d kernel name -> the library's kernel index (lce_ops.cc). "default" is LCE's optimized
 # BGEMM plus xnor_lite's binary GEMV for layers that are one matrix-vector product (batch-1 fully
-# connected layers; bgemv.cc), same outputs as LCE's reference kernel; "lce" is LCE's optimized
-# BGEMM alone, as LCE's own runtime registers it (kept to compare against).
+# connected layers; bgemv.cc), same outputs as LCE's reference kernel, and xnor_lite's int8 GEMV
+# for LiteRT's int8 FULLY_CONNECTED / CONV_2D nodes that are one matrix-vector product (batch-1
+# int8 last layers; int8_gemv.cc), same outputs as LiteRT's own kernel; "lce" is LCE's optimized
+# BGEMM alone, as LCE's own runtime registers it, with LiteRT's builtin kernels untouched (kept
+# to compare against).
 KERNELS = {"default": 0, "indirect_bgemm": 1, "reference": 2, "lce": 3}
 
 
@@ -109,6 +112,14 @@ class OpLibrary:
         """How many LceBconv2d invocations in this process ran the "default" kernel's binary
         GEMV (batch-1 fully connected layers) rather than LCE's BGEMM."""
         counter = self._lib.xnor_lite_binary_gemv_invocations
+        counter.restype = ctypes.c_longlong
+        return int(counter())
+
+    def int8_gemv_invocations(self) -> int:
+        """How many int8 FULLY_CONNECTED / CONV_2D invocations in this process ran the "default"
+        kernel's int8 GEMV (batch-1 int8 layers that are one matrix-vector product) rather than
+        LiteRT's own kernel."""
+        counter = self._lib.xnor_lite_int8_gemv_invocations
         counter.restype = ctypes.c_longlong
         return int(counter())
 

@@ -13,9 +13,11 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "backend_context.h"
 #include "bgemv.h"
+#include "int8_gemv.h"
 #include "larq_compute_engine/tflite/kernels/lce_ops_register.h"
 #include "tflite/mutable_op_resolver.h"
 
@@ -30,8 +32,10 @@ using compute_engine::tflite::Register_BCONV_2D_OPT_INDIRECT_BGEMM;
 using compute_engine::tflite::Register_BCONV_2D_REF;
 
 // kDefault: LCE's optimized BGEMM, except for nodes that are one binary matrix-vector product
-// (batch-1 fully connected layers), which run our GEMV (bgemv.h); kLce: LCE's optimized BGEMM
-// for every node, as LCE's own runtime registers it.
+// (batch-1 fully connected layers), which run our GEMV (bgemv.h), and LiteRT's FULLY_CONNECTED
+// and CONV_2D wrapped so that their int8 batch-1 matrix-vector products run our int8 GEMV
+// (int8_gemv.h); kLce: LCE's optimized BGEMM for every node, as LCE's own runtime registers it,
+// and LiteRT's builtin kernels untouched.
 enum Kernel : int { kDefault = 0, kIndirectBgemm = 1, kReference = 2, kLce = 3 };
 
 // An LceBconv2d registration whose init/free also count the node as a user of
@@ -59,12 +63,33 @@ TfLiteRegistration* BinaryConvolution() {
   return &wrapped;
 }
 
+// The highest builtin op version looked up in the resolver (LiteRT 2.2.0 registers
+// FULLY_CONNECTED up to 14 and CONV_2D up to 8; unregistered versions are skipped).
+constexpr int kMaxBuiltinVersion = 32;
+
+// Replaces, in `resolver`, every registered version of FULLY_CONNECTED and CONV_2D by the same
+// registration wrapped with our int8 GEMV. The Python interpreter (LiteRT 2.2.0's
+// interpreter_wrapper.cc) calls the registerers after its BuiltinOpResolver has added the
+// builtins, and MutableOpResolver::AddBuiltin replaces an (op, version) already there.
+void AddInt8Gemv(tflite::MutableOpResolver* resolver) {
+  const std::pair<tflite::BuiltinOperator, xnor_lite::Int8GemvOp> ops[] = {
+      {tflite::BuiltinOperator_FULLY_CONNECTED, xnor_lite::Int8GemvOp::kFullyConnected},
+      {tflite::BuiltinOperator_CONV_2D, xnor_lite::Int8GemvOp::kConv2D},
+  };
+  for (const auto& [op, kind] : ops) {
+    for (int version = 1; version <= kMaxBuiltinVersion; ++version) {
+      const TfLiteRegistration* wrapped = xnor_lite::WithInt8Gemv(resolver->FindOp(op, version), kind);
+      if (wrapped != nullptr) resolver->AddBuiltin(op, wrapped, version);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
 // What this library was built from, e.g.
-// "xnor_lite=2 lce=0.16.0 litert=1.2.0 ruy=3286a34 arch=aarch64".
+// "xnor_lite=3 lce=0.16.0 litert=1.2.0 ruy=3286a34 arch=aarch64".
 __attribute__((visibility("default"))) const char* xnor_lite_build_info() {
   return XNOR_LITE_BUILD_INFO;
 }
@@ -92,7 +117,9 @@ __attribute__((visibility("default"))) const TfLiteRegistration* xnor_lite_regis
 }
 
 // Adds LceQuantize, LceDequantize, LceBconv2d (with `kernel` as above) and
-// LceBMaxPool2d to the tflite::MutableOpResolver at `resolver`. Returns 0, or -1 for an unknown kernel.
+// LceBMaxPool2d to the tflite::MutableOpResolver at `resolver`; with kernel 0 also wraps its
+// FULLY_CONNECTED and CONV_2D with our int8 GEMV (int8_gemv.h). Returns 0, or -1 for an
+// unknown kernel.
 __attribute__((visibility("default"))) int xnor_lite_register_ops(
     std::uintptr_t resolver, int kernel) {
   const TfLiteRegistration* bconv = xnor_lite_registration("LceBconv2d", kernel);
@@ -103,6 +130,7 @@ __attribute__((visibility("default"))) int xnor_lite_register_ops(
   ops->AddCustom("LceDequantize", xnor_lite_registration("LceDequantize", kernel));
   ops->AddCustom("LceBconv2d", bconv);
   ops->AddCustom("LceBMaxPool2d", xnor_lite_registration("LceBMaxPool2d", kernel));
+  if (kernel == kDefault) AddInt8Gemv(ops);
   return 0;
 }
 
@@ -116,6 +144,12 @@ __attribute__((visibility("default"))) int xnor_lite_live_backend_contexts() {
 // check that the dispatch takes it).
 __attribute__((visibility("default"))) long long xnor_lite_binary_gemv_invocations() {
   return xnor_lite::BinaryGemvInvocations();
+}
+
+// Number of FULLY_CONNECTED / CONV_2D invocations in this process that ran the int8 GEMV of
+// kernel 0 (tests check that the dispatch takes it).
+__attribute__((visibility("default"))) long long xnor_lite_int8_gemv_invocations() {
+  return xnor_lite::Int8GemvInvocations();
 }
 
 }  // extern "C"
