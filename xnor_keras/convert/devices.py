@@ -42,10 +42,10 @@ DEVICES = {
 # Measured with bench/arm64.py on ai-edge-litert 2.2.0: guest instructions per steady inference,
 # 224², 1 thread, on qemu's cortex-a72 (Pi 4) and cortex-a76 (Pi 5) CPU models.
 _INT8 = {
-    "pi4": "int8 first/last layers: XNORAlexNet 80.4 -> 70.6 M instructions, XNORResNet18 "
-           "120.6 -> 113.5 M (Cortex-A72: no dot-product, so the int8 first layer gains less)",
-    "pi5": "int8 first/last layers: XNORAlexNet 80.4 -> 52.9 M instructions, XNORResNet18 "
-           "120.6 -> 84.3 M (Cortex-A76, dot-product)",
+    "pi4": "int8 first/last layers: XNORAlexNet 75.5 -> 61.3 M instructions, XNORResNet18 "
+           "118.0 -> 110.6 M (Cortex-A72: no dot-product, so the int8 first layer gains less)",
+    "pi5": "int8 first/last layers: XNORAlexNet 75.5 -> 43.0 M instructions, XNORResNet18 "
+           "118.0 -> 81.3 M (Cortex-A76, dot-product)",
 }
 # bench/sensitivity.py on the published Fashion-MNIST XNORResNet18, all 10,000 test images.
 _XNOR_AGREEMENT = (
@@ -55,10 +55,10 @@ _XNOR_AGREEMENT = (
 )
 # (device, kind of net) -> (use XNNPACK, why)
 _XNNPACK = {
-    ("pi4", "xnor"): (False, "XNNPACK off: XNORAlexNet 70.3 M instructions without it, 146.2 M with "
-                             "(its int8 11x11 first layer); XNORResNet18 112.0 M against 190.3 M"),
-    ("pi5", "xnor"): (False, "XNNPACK off: XNORAlexNet 52.5 M instructions without it, 58.5 M with; "
-                             "XNORResNet18 82.8 M against 88.2 M"),
+    ("pi4", "xnor"): (False, "XNNPACK off: XNORAlexNet 60.6 M instructions without it, 146.7 M with "
+                             "(its int8 11x11 first layer); XNORResNet18 109.1 M against 188.5 M"),
+    ("pi5", "xnor"): (False, "XNNPACK off: XNORAlexNet 42.3 M instructions without it, 59.0 M with; "
+                             "XNORResNet18 79.8 M against 86.4 M"),
     ("pi4", "bwn"): (False, "XNNPACK off: with int8_full, BWNAlexNet 321.8 M instructions without it, "
                             "339.4 M with; BWNResNet18 492.2 M against 531.1 M"),
     ("pi5", "bwn"): (True, "XNNPACK on: with int8_full, BWNAlexNet 153.6 M instructions with it, "
@@ -139,6 +139,7 @@ def plan(model: tf.keras.Model, device: str) -> DevicePlan:
         reasons.append(_BWN_FORM[measured_as])
     reasons.append(why)
     reasons.append("threads: all of the device's cores (LCE's BGEMM, ruy and XNNPACK split the work)")
-    reasons.append("LceBconv2d kernel: LCE's default (its aarch64 BGEMM; indirect_bgemm is for x86)")
+    reasons.append("kernels: xnor_lite's default (LCE's aarch64 BGEMM, and xnor_lite's binary and int8 GEMVs "
+                   "for batch-1 fully connected layers; indirect_bgemm is for x86)")
     runtime = {"use_xnnpack": use_xnnpack, "num_threads": "cores", "kernel": "default"}
     return DevicePlan(DEVICES[device], kind, options, runtime, reasons)
