@@ -399,7 +399,7 @@ def test_device_on_a_bwn_net_takes_int8_full():
     model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(x)))
     plan = devices.plan(model, "pi4")
     assert plan.kind == "bwn" and plan.needs_calibration
-    assert not any("agreement" in reason for reason in plan.reasons)  # BWN nets keep >= 99.5%
+    assert not any("agreement" in reason for reason in plan.reasons)  # said of XNOR nets only
     assert plan.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
     # Measured: XNNPACK's int8 kernels lose on a Cortex-A72 and win on a Cortex-A76.
     assert plan.runtime["use_xnnpack"] is False
