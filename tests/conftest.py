@@ -102,3 +102,49 @@ def no_network(monkeypatch):
         monkeypatch.setattr(owner, name, refuse)
     yield
     assert not attempts, f"network access attempted: {attempts}"
+
+
+# Runs in the emulated target's venv: every case under each (kernel, threads) setting, outputs to
+# .npy files, and how far the library counter named in the request moved for each.
+_NATIVE_CASES_GUEST = """
+import json, sys
+import numpy as np
+import xnor_lite
+request = json.load(open(sys.argv[1]))
+library = xnor_lite.load_library()
+counter = getattr(library, request["counter"])
+counts = {}
+for case in request["cases"]:
+    x = np.load(case["inputs"])
+    for kernel, threads in request["settings"]:
+        before = counter()
+        interpreter = xnor_lite.Interpreter(case["flatbuffer"], kernel=kernel, num_threads=threads,
+                                            library=library)
+        out = (interpreter.predict(x) if interpreter.input_shapes[0][0] == 1
+               else interpreter.invoke([x])[0])
+        np.save(f"{case['prefix']}-{kernel}-{threads}.npy", out)
+        counts[f"{case['name']}/{kernel}/{threads}"] = counter() - before
+print(json.dumps(counts))
+"""
+
+
+def run_native_cases_on_arm64(target, cases: dict, settings: list, counter: str, folder: Path):
+    """Run `cases` (name -> (flatbuffer, inputs, ...)) on the emulated `target` under every
+    (kernel, threads) of `settings`, in one guest process: each sample at batch 1 (or the whole
+    batch at once for a fixed batch > 1). Returns (outputs[(name, kernel, threads)],
+    counts["name/kernel/threads"]), the counts being how far `library.<counter>()` moved."""
+    import json
+
+    request = {"settings": settings, "counter": counter, "cases": []}
+    for i, (name, (flatbuffer, x, *_)) in enumerate(cases.items()):
+        (folder / f"{i}.tflite").write_bytes(flatbuffer)
+        np.save(folder / f"{i}-x.npy", x)
+        request["cases"].append({"name": name, "flatbuffer": str(folder / f"{i}.tflite"),
+                                 "inputs": str(folder / f"{i}-x.npy"), "prefix": str(folder / str(i))})
+    (folder / "request.json").write_text(json.dumps(request))
+    (folder / "guest.py").write_text(_NATIVE_CASES_GUEST)
+    result = target.run_python(str(folder / "guest.py"), str(folder / "request.json"), timeout=1800)
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    outputs = {(name, kernel, threads): np.load(folder / f"{i}-{kernel}-{threads}.npy")
+               for i, name in enumerate(cases) for kernel, threads in settings}
+    return outputs, counts

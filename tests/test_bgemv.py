@@ -13,7 +13,6 @@ the emulated aarch64 target (see test_arm64.py) the NEON one.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -24,6 +23,8 @@ from xnor_keras import convert
 from xnor_keras.layers import XNORConv2D, XNORDense
 from xnor_keras.testing_utils import calibrate_batchnorm
 from xnor_lite import build
+
+from conftest import run_native_cases_on_arm64
 
 SAMPLES = 3
 # name -> (input shape, layer, units, head, batchnorm, GEMV nodes per sample). head: "float"
@@ -191,25 +192,6 @@ def test_kernel_lce_never_takes_the_gemv(cases, host_library):
 
 # ---- on the emulated aarch64 target: the NEON path ---------------------------------------------
 
-# Runs in the target's venv: every case under each setting, outputs to .npy files, and the
-# GEMV invocations each setting counted.
-_GUEST = """
-import json, sys
-import numpy as np
-import xnor_lite
-request = json.load(open(sys.argv[1]))
-library = xnor_lite.load_library()
-counts = {}
-for case in request["cases"]:
-    x = np.load(case["inputs"])
-    for kernel, threads in request["settings"]:
-        before = library.binary_gemv_invocations()
-        out = xnor_lite.Interpreter(case["flatbuffer"], kernel=kernel, num_threads=threads,
-                                    library=library).predict(x)
-        np.save(f"{case['prefix']}-{kernel}-{threads}.npy", out)
-        counts[f"{case['name']}/{kernel}/{threads}"] = library.binary_gemv_invocations() - before
-print(json.dumps(counts))
-"""
 _ARM64_SETTINGS = [("default", 1), ("default", 2), ("reference", 1), ("lce", 1)]
 
 
@@ -220,19 +202,7 @@ def arm64_runs(cases, tmp_path_factory):
 
     target = arm64_target()
     tmp = tmp_path_factory.mktemp("bgemv-arm64")
-    request = {"settings": _ARM64_SETTINGS, "cases": []}
-    for i, (name, (flatbuffer, x, _)) in enumerate(cases.items()):
-        (tmp / f"{i}.tflite").write_bytes(flatbuffer)
-        np.save(tmp / f"{i}-x.npy", x)
-        request["cases"].append({"name": name, "flatbuffer": str(tmp / f"{i}.tflite"),
-                                 "inputs": str(tmp / f"{i}-x.npy"), "prefix": str(tmp / str(i))})
-    (tmp / "request.json").write_text(json.dumps(request))
-    (tmp / "guest.py").write_text(_GUEST)
-    result = target.run_python(str(tmp / "guest.py"), str(tmp / "request.json"), timeout=1800)
-    counts = json.loads(result.stdout.strip().splitlines()[-1])
-    outputs = {(name, kernel, threads): np.load(tmp / f"{i}-{kernel}-{threads}.npy")
-               for i, name in enumerate(cases) for kernel, threads in _ARM64_SETTINGS}
-    return outputs, counts
+    return run_native_cases_on_arm64(target, cases, _ARM64_SETTINGS, "binary_gemv_invocations", tmp)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -17,7 +17,6 @@ per-channel FULLY_CONNECTED, float and hybrid layers, too few rows or columns, a
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -25,6 +24,8 @@ import tensorflow as tf
 
 import xnor_lite
 from xnor_lite import build
+
+from conftest import run_native_cases_on_arm64
 
 SAMPLES = 6
 # name -> (input shape, layer, units, options, GEMV nodes per invocation). layer: "dense" or
@@ -238,27 +239,6 @@ def test_int8_gemv_equals_litert_on_the_host(cases, host_library, name, num_thre
 
 # ---- on the emulated aarch64 target: the NEON path ---------------------------------------------
 
-# Runs in the target's venv: every case under each setting, outputs to .npy files, and the
-# int8 GEMV invocations each setting counted.
-_GUEST = """
-import json, sys
-import numpy as np
-import xnor_lite
-request = json.load(open(sys.argv[1]))
-library = xnor_lite.load_library()
-counts = {}
-for case in request["cases"]:
-    x = np.load(case["inputs"])
-    for kernel, threads in request["settings"]:
-        before = library.int8_gemv_invocations()
-        interpreter = xnor_lite.Interpreter(case["flatbuffer"], kernel=kernel, num_threads=threads,
-                                            library=library)
-        out = (interpreter.predict(x) if interpreter.input_shapes[0][0] == 1
-               else interpreter.invoke([x])[0])
-        np.save(f"{case['prefix']}-{kernel}-{threads}.npy", out)
-        counts[f"{case['name']}/{kernel}/{threads}"] = library.int8_gemv_invocations() - before
-print(json.dumps(counts))
-"""
 _ARM64_SETTINGS = [("default", 1), ("default", 2), ("lce", 1), ("lce", 2)]
 
 
@@ -277,19 +257,7 @@ def arm64_runs(request, cases, tmp_path_factory):
     cpu = _CPUS[request.param]
     target = arm64_target() if cpu is None else Arm64Target(cpu=cpu, log=lambda line: None).setup()
     tmp = tmp_path_factory.mktemp(f"int8-gemv-arm64-{request.param}")
-    request = {"settings": _ARM64_SETTINGS, "cases": []}
-    for i, (name, (flatbuffer, x, _)) in enumerate(cases.items()):
-        (tmp / f"{i}.tflite").write_bytes(flatbuffer)
-        np.save(tmp / f"{i}-x.npy", x)
-        request["cases"].append({"name": name, "flatbuffer": str(tmp / f"{i}.tflite"),
-                                 "inputs": str(tmp / f"{i}-x.npy"), "prefix": str(tmp / str(i))})
-    (tmp / "request.json").write_text(json.dumps(request))
-    (tmp / "guest.py").write_text(_GUEST)
-    result = target.run_python(str(tmp / "guest.py"), str(tmp / "request.json"), timeout=1800)
-    counts = json.loads(result.stdout.strip().splitlines()[-1])
-    outputs = {(name, kernel, threads): np.load(tmp / f"{i}-{kernel}-{threads}.npy")
-               for i, name in enumerate(cases) for kernel, threads in _ARM64_SETTINGS}
-    return outputs, counts
+    return run_native_cases_on_arm64(target, cases, _ARM64_SETTINGS, "int8_gemv_invocations", tmp)
 
 
 @pytest.mark.parametrize("name", list(CASES))
