@@ -31,9 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 L = tf.keras.layers
 
 
-def _small_model() -> tf.keras.Model:
+def _small_model(stem: bool = False) -> tf.keras.Model:
     inputs = tf.keras.Input((8, 8, 32), name="image")
-    x = xl.XNORConv2D(32, 3, padding="same", name="xconv1")(inputs)
+    x = L.Conv2D(32, 3, padding="same", name="stem")(inputs) if stem else inputs
+    x = xl.XNORConv2D(32, 3, padding="same", name="xconv1")(x)
     x = L.BatchNormalization(name="bn1")(x)
     x = xl.XNORConv2D(32, 3, padding="same", pad_values=1.0, name="xconv2")(x)
     x = L.BatchNormalization(name="bn2")(x)
@@ -366,19 +367,25 @@ def test_device_picks_int8_layers_records_runtime_settings_and_says_why(saved, t
 
     calibration = tmp_path / "calib.npy"
     np.save(calibration, np.random.default_rng(3).standard_normal((16, 8, 8, 32)).astype(np.float32))
+    tf.keras.utils.set_random_seed(2)
+    model = _small_model(stem=True)  # a float first layer, as in the zoo
+    calibrate_batchnorm(model, np.load(calibration))
+    model.save(tmp_path / "stem.keras")
     out, report = tmp_path / "pi5.tflite", tmp_path / "report.json"
-    code, stdout, stderr = run([saved.keras, "-o", out, "--device", "pi5", "--calibration-data", calibration,
-                                "--report-json", report], capsys)
+    code, stdout, stderr = run([tmp_path / "stem.keras", "-o", out, "--device", "pi5", "--calibration-data",
+                                calibration, "--report-json", report], capsys)
     assert code == 0, stderr
-    plan = devices.plan(saved.model, "pi5")
-    assert plan.kind == "xnor" and plan.convert_options == {"int8_float_layers": True}
+    plan = devices.plan(model, "pi5")
+    # The stem is made int8, the small classifier stays float.
+    assert plan.kind == "xnor" and plan.convert_options == {"int8_float_layers": ["stem"]}
     assert "device pi5: Raspberry Pi 5" in stderr and "XNNPACK" in stderr and "threads" in stderr
     # an XNOR net is told what the int8 first layer does to agreement, and how to avoid it
     assert "agreement with the float model" in stderr and "convert without --device" in stderr
     flatbuffer = out.read_bytes()
     recorded = json.loads(read_metadata(flatbuffer, "xnor_lite.runtime"))
     assert recorded == {"device": "pi5", **plan.runtime}
-    assert "int8 layers (int8 weights and activations): predictions" in stdout
+    assert "int8 layers (int8 weights and activations): stem" in stdout
+    assert "classifier 'predictions' kept float32" in stderr
     assert json.loads(report.read_text())["device"]["name"] == "pi5"
     # xnor_lite follows the recorded settings unless told otherwise.
     interpreter = xnor_lite.Interpreter(flatbuffer)
@@ -399,8 +406,10 @@ def test_device_on_a_bwn_net_takes_int8_full():
     model = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(x)))
     plan = devices.plan(model, "pi4")
     assert plan.kind == "bwn" and plan.needs_calibration
-    assert not any("agreement" in reason for reason in plan.reasons)  # said of XNOR nets only
-    assert plan.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
+    assert not any("agreement with the float model" in reason for reason in plan.reasons)  # XNOR only
+    # The classifier (96 weights) stays float: its only plain layer, so none is made int8.
+    assert plan.convert_options == {"bwn_weights": "int8_full"}
+    assert any("classifier 'out' kept float32" in reason for reason in plan.reasons)
     # Measured: XNNPACK's int8 kernels lose on a Cortex-A72 and win on a Cortex-A76.
     assert plan.runtime["use_xnnpack"] is False
     assert devices.plan(model, "pi5").runtime["use_xnnpack"] is True
@@ -409,13 +418,36 @@ def test_device_on_a_bwn_net_takes_int8_full():
         devices.plan(model, "pi3")
 
 
+def test_device_keeps_a_small_classifier_float_and_a_large_one_int8():
+    from xnor_keras.convert import devices
+
+    def model(classes):
+        inputs = tf.keras.Input((16, 16, 2))
+        x = L.Conv2D(8, 3, name="stem")(inputs)
+        x = xl.BWNConv2D(8, 3, name="bwn")(x)
+        x = L.Dense(classes, name="fc")(L.Flatten(name="flatten")(x))
+        return tf.keras.Model(inputs, L.Activation("softmax", name="predictions")(x))
+
+    small = devices.plan(model(10), "pi4")  # 1,152 x 10 float32 weights: 45 KiB
+    assert small.convert_options == {"int8_float_layers": ["stem"], "bwn_weights": "int8_full"}
+    assert any("classifier 'fc' kept float32 (45 KiB)" in reason for reason in small.reasons)
+    large = devices.plan(model(256), "pi4")  # 1,152 x 256: 1.1 MiB, int8 saves 0.8 MiB
+    assert large.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
+    assert not any("classifier" in reason for reason in large.reasons)
+
+
 def test_device_without_calibration_data_exits_2_naming_it(saved, tmp_path, capsys):
+    _small_model(stem=True).save(tmp_path / "stem.keras")
     out = tmp_path / "m.tflite"
-    code, _, stderr = run([saved.keras, "-o", out, "--device", "pi4"], capsys)
-    assert code == 2 and "--device pi4" in stderr and "--calibration-data" in stderr
+    code, _, stderr = run([tmp_path / "stem.keras", "-o", out, "--device", "pi4"], capsys)
+    assert code == 2 and "--device pi4" in stderr and "--calibration-data" in stderr and "stem" in stderr
     assert not out.exists()
     code, _, stderr = run([saved.keras, "-o", out, "--device", "pi3"], capsys)
     assert code == 2 and "invalid choice: 'pi3'" in stderr
+    # Without a float first layer (and with a small classifier) nothing is made int8:
+    # no calibration is needed.
+    code, _, stderr = run([saved.keras, "-o", out, "--device", "pi4"], capsys)
+    assert code == 0 and out.exists(), stderr
 
 
 def test_device_on_a_float_net_needs_no_calibration_and_turns_xnnpack_on(tmp_path, capsys):

@@ -169,6 +169,17 @@ def test_small_images_recipe_trains_every_family_with_adam_unless_asked(tmp_path
     assert (sgd["optimizer"], sgd["learning_rate"]) == ("sgd", pytest.approx(1e-2))
 
 
+def test_model_and_dataset_are_required_unless_a_run_to_resume_names_them(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--output", str(tmp_path / "none"), "--resume"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "--model, --dataset" in err and "config.json to resume from" in err
+    with pytest.raises(SystemExit):
+        train_main(["--output", str(tmp_path / "none"), "--model", MODEL])
+    assert "required: --dataset" in capsys.readouterr().err
+
+
 def test_existing_run_needs_resume(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -521,7 +532,8 @@ def test_chunked_run_ends_with_the_weights_of_one_uninterrupted_run(schedule, st
     assert train_main(["--output", str(chunked), "--model", MODEL, "--dataset", "fashion_mnist",
                        "--resume", "--stop-after-minutes", "0.0001"]) == 0
     assert "resuming after epoch 1" in capsys.readouterr().err
-    assert train_main(["--output", str(chunked), "--model", MODEL, "--dataset", "fashion_mnist", "--resume"]) == 0
+    # The command the stop message gives: the run's config.json names the model and dataset.
+    assert train_main(["--output", str(chunked), "--resume"]) == 0
     assert _epochs(chunked) == [0, 1, 2]
     assert not any((chunked / "backup").iterdir())  # finished: nothing left to resume from
     for a, b in zip(_weights(whole), _weights(chunked)):

@@ -291,9 +291,12 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
             device_plan = devices.plan(model, args.device)
             _log(device_plan.describe())
             if device_plan.needs_calibration and calibration is None:
+                made_int8 = device_plan.convert_options.get("int8_float_layers")
+                which = (", ".join(made_int8) if isinstance(made_int8, list)
+                         else "the first and last layers" if made_int8 else "the BWN layers")
                 raise _InputError(
-                    f"--device {args.device}: its choice makes the first and last layers int8 (the "
-                    "fastest form measured on every ARM core); expected --calibration-data FILE.npy "
+                    f"--device {args.device}: its choice makes {which} int8 (the fastest form "
+                    "measured on every ARM core); expected --calibration-data FILE.npy "
                     "(a few dozen typical, preprocessed inputs for the int8 ranges)")
             args.int8_float_layers = args.int8_float_layers or device_plan.convert_options.get("int8_float_layers", False)
             args.bwn_weights = device_plan.convert_options.get("bwn_weights", args.bwn_weights)
@@ -448,8 +451,10 @@ def _train_parser() -> argparse.ArgumentParser:
         epilog=_TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="zoo model (see --list-models) or package.module:builder")
-    parser.add_argument("--dataset", required=True, help="TFDS name: imagenet2012, cifar10, mnist, fashion_mnist, ...")
+    parser.add_argument("--model", help="zoo model (see --list-models) or package.module:builder "
+                        "(required, unless --resume finds it in the run's config.json)")
+    parser.add_argument("--dataset", help="TFDS name: imagenet2012, cifar10, mnist, fashion_mnist, ... "
+                        "(required, unless --resume finds it in the run's config.json)")
     parser.add_argument("--output", required=True, type=Path, help="run directory")
     parser.add_argument("--data-dir", type=Path, help="TFDS data directory (default: TFDS's)")
     parser.add_argument("--manual-dir", type=Path, help="folder with manually downloaded archives (ImageNet)")
@@ -594,7 +599,21 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
         print("\n".join(zoo.list_models()))
         return 0
-    args = _train_parser().parse_args(argv)
+    parser = _train_parser()
+    args = parser.parse_args(argv)
+    saved_config = args.output / "config.json"
+    if args.resume and saved_config.exists():  # a resumed run names its model and dataset
+        try:
+            saved = json.loads(saved_config.read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"--resume: could not read {saved_config}: {error}")
+        for name in ("model", "dataset"):
+            if getattr(args, name) is None and isinstance(saved.get(name), str):
+                setattr(args, name, saved[name])
+    missing = [f"--{name}" for name in ("model", "dataset") if getattr(args, name) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}"
+                     + (f" (no {saved_config} to resume from)" if args.resume else ""))
     from xnor_keras import training
     from xnor_keras._compat import quiet_tensorflow_logs
 

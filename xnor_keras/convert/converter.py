@@ -26,6 +26,7 @@ from xnor_keras.convert.int8 import (
     _check_calibration_data,
     _pad_before_quantize,
     _prepared_copy,
+    _selected_int8_layers,
     _too_large_for_int8_full,
 )
 
@@ -63,7 +64,7 @@ def convert(
     target: str = "arm",
     inference_input_type: str = "float32",
     inference_output_type: str = "float32",
-    int8_float_layers: bool = False,
+    int8_float_layers: bool | list[str] = False,
     bwn_weights: str = "int8",
     calibration_data: np.ndarray | None = None,
 ) -> bytes:
@@ -80,7 +81,8 @@ def convert(
             weights and activation ranges measured on `calibration_data`: XNORAlexNet goes
             from 23.9 to 11.5 MB. This changes the model's function slightly (int8 rounding);
             :func:`int8_reference` gives the Keras model that computes what the flatbuffer
-            does.
+            does. A list of layer names makes only those layers int8 (e.g. all but a small
+            classifier, which int8 would cost agreement and save nothing).
         bwn_weights: how the Binary-Weight-Network layers (real inputs, +-alpha weights; LCE
             has no op for them) are stored and computed; all int8 forms store the weights
             exactly (int8 +-1 or +-127 steps of alpha per output channel, 4x smaller):
@@ -119,6 +121,7 @@ def convert(
                 f"Received: {name}={value!r}"
             )
     _check_bwn_weights(bwn_weights)
+    int8_float_layers = _selected_int8_layers(model, int8_float_layers)
     bwn_full = bwn_weights == "int8_full"
     calibration = None
     if int8_float_layers or bwn_full:

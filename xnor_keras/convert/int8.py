@@ -45,6 +45,32 @@ def _int8_candidates(model: tf.keras.Model) -> list:
     ]
 
 
+def _selected_int8_layers(model: tf.keras.Model, int8_float_layers) -> bool | tuple[str, ...]:
+    """`int8_float_layers` checked against `model`: ``True``/``False``, or the names of some of
+    its plain Conv2D / Dense layers (a tuple), e.g. all but a small classifier kept float."""
+    if isinstance(int8_float_layers, (bool, np.bool_)):
+        return bool(int8_float_layers)
+    candidates = [layer.name for layer in _int8_candidates(model)]
+    try:
+        names = tuple(int8_float_layers)
+    except TypeError:
+        names = None
+    if isinstance(int8_float_layers, str) or names is None or not all(isinstance(n, str) for n in names):
+        raise ConversionError(
+            "Expected `int8_float_layers` to be True, False or a list of layer names (plain "
+            f"Conv2D / Dense layers of the model: {candidates}). "
+            f"Received: int8_float_layers={int8_float_layers!r}"
+        )
+    unknown = [name for name in names if name not in candidates]
+    if unknown:
+        raise ConversionError(
+            f"Expected `int8_float_layers` to name plain Conv2D / Dense layers of model "
+            f"'{model.name}' (one of {candidates}); {unknown} "
+            f"{'is' if len(unknown) == 1 else 'are'} not. Received: int8_float_layers={list(names)!r}"
+        )
+    return names
+
+
 def _fusable_chain_end(layer):
     """The last of the layers that LCE fuses into `layer`'s op: BatchNorms that follow it one by
     one, then at most one ReLU. The output range is measured there; or `layer` itself."""
@@ -196,7 +222,7 @@ def quantize_float_layers(
     calibration_data,
     batch_size: int = 16,
     *,
-    float_layers: bool = True,
+    float_layers: bool | tuple[str, ...] = True,
     bwn: bool = False,
 ) -> list[str]:
     """Make the plain Conv2D / Dense layers (`float_layers`) and/or the BWN layers (`bwn`) of an
@@ -205,7 +231,8 @@ def quantize_float_layers(
     Each such layer gets fake-quant ops that LCE's converter turns into an int8 op: its input
     and its output (after the BatchNorm and ReLU that follow it, which LCE fuses) at int8 with
     ranges measured on `calibration_data`, its kernel at symmetric per-channel int8 (exact for
-    a BWN kernel). Layers with binary inputs are untouched, and so are BWN layers with kernels
+    a BWN kernel). `float_layers` may name the plain layers to make int8 (the others stay
+    float). Layers with binary inputs are untouched, and so are BWN layers with kernels
     of 128 MiB or more, which LCE cannot quantize (the converter gives them int8 weights with
     dynamic int8 arithmetic after conversion). The copy then computes, in Keras, what the int8
     flatbuffer computes (up to that dynamic rounding). Returns the names of the layers made int8.
@@ -214,6 +241,8 @@ def quantize_float_layers(
     ranges = []
     names = []
     float_candidates = _int8_candidates(copy) if float_layers else []
+    if float_layers and float_layers is not True:  # names: the layers chosen among them
+        float_candidates = [layer for layer in float_candidates if layer.name in float_layers]
     too_large = _too_large_for_int8_full(copy)
     bwn_candidates = [
         layer for layer in (bwn_layers(copy) if bwn else []) if layer.name not in too_large
@@ -324,7 +353,7 @@ def _prepared_copy(
     model: tf.keras.Model,
     calibration_data: np.ndarray | None = None,
     *,
-    float_layers: bool = True,
+    float_layers: bool | tuple[str, ...] = True,
     bwn: bool = False,
 ) -> tf.keras.Model:
     """The model LCE is given: the inference copy with centred sign thresholds, without the
@@ -345,7 +374,7 @@ def int8_reference(
     model: tf.keras.Model,
     calibration_data,
     *,
-    int8_float_layers: bool = True,
+    int8_float_layers: bool | list[str] = True,
     bwn_weights: str = "int8",
 ) -> tf.keras.Model:
     """The Keras model that computes what ``convert(model, int8_float_layers=...,
@@ -360,6 +389,7 @@ def int8_reference(
     """
     _check_model(model)
     _check_bwn_weights(bwn_weights)
+    int8_float_layers = _selected_int8_layers(model, int8_float_layers)
     bwn_full = bwn_weights == "int8_full"
     option = "bwn_weights='int8_full'" if bwn_full and not int8_float_layers else "int8_float_layers=True"
     return _prepared_copy(
