@@ -152,7 +152,8 @@ def test_one_short_epoch_through_the_cli(tmp_path, capsys):
     assert _epochs(run) == [0]
     reloaded = tf.keras.models.load_model(run / "model.keras")
     assert reloaded.output_shape == (None, 10)
-    assert "recipe quick" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "recipe quick" in err and "(here: epochs 1" in err  # what the run changed is said
 
 
 def test_small_images_recipe_trains_every_family_with_adam_unless_asked(tmp_path):

@@ -681,7 +681,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             training.replica_batch_size(config.batch_size, strategy)
         except ValueError as error:
             raise _InputError(str(error)) from None
-        _log(f"recipe {recipe.name}: {recipe.description}")
+        changed = [
+            f"{label} {mine}" for label, mine, recipes in (
+                ("epochs", config.epochs, recipe.epochs), ("batch", config.batch_size, recipe.batch_size),
+                ("schedule", config.schedule, recipe.schedule),
+                ("random crops", "on" if config.augment else "off", "on" if recipe.augment else "off"),
+            ) if mine != recipes
+        ]
+        _log(f"recipe {recipe.name}: {recipe.description}"
+             + (f" (here: {', '.join(changed)})" if changed else ""))
         try:
             training.train(config, strategy, resume=args.resume, stop_after_minutes=args.stop_after_minutes,
                            log=_log)
