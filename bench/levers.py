@@ -10,7 +10,8 @@ survive), so the script can be started again after an interruption; a finished r
 trained again. Results go to `bench/results/levers.json`.
 
 Resolution: the ImageNet stem's smallest input is 32x32 (its last stage is then 1x1), so 28x28
-is not a lever here; 64x64 costs 4x the MACs and the CIFAR stem 15x (see ACCURACY.md).
+is not a lever here; 64x64 (lever cosine-no-crop-64) costs 4x the MACs and the CIFAR stem 15x
+(see ACCURACY.md). A later option overrides COMMON's (argparse keeps the last).
 
 Usage:
     python bench/levers.py                      # every lever, 4 epochs each (~5 min a run on 2 cores)
@@ -49,6 +50,10 @@ LEVERS = {
     "cosine-no-crop-3e-3": ("cosine from 3e-3, without random crops",
                             [*XNOR, "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine",
                              "--augment", "none", "--learning-rate", "3e-3"]),
+    "cosine-no-crop-64": ("cosine, without random crops, at 64x64 (28x28 resized; the ImageNet stem leaves 16x16 maps, "
+                          "the last stage 2x2; 4x the MACs)",
+                          [*XNOR, "--recipe", "short", "--optimizer", "adam", "--schedule", "cosine",
+                           "--augment", "none", "--image-size", "64"]),
     "sgd-cosine": ("SGD momentum 0.9 from 0.1 (the paper's ResNet rate), cosine, no crops",
                    [*XNOR, "--recipe", "short", "--optimizer", "sgd", "--schedule", "cosine", "--augment", "none",
                     "--learning-rate", "0.1"]),
