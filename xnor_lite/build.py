@@ -65,7 +65,7 @@ LCE_VERSION = "0.16.0"
 # x86-64 and aarch64 (1.2.0 stops at 3.12, so not on Raspberry Pi OS trixie).
 LITERT_VERSION = "2.2.0"
 # Bumped whenever xnor_lite/native/ changes its C interface.
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 # Folder name -> (repository, ref, commit). The folder names carry the pins.
 SOURCES = {
@@ -135,7 +135,7 @@ _RUY_FILES = [
         "pack_arm kernel_avx kernel_avx2_fma kernel_avx512 pack_avx pack_avx2_fma pack_avx512"
     ).split()
 ]
-_OWN_FILES = ["lce_ops.cc", "backend_context.cc", "bgemv.cc", "int8_gemv.cc"]
+_OWN_FILES = ["lce_ops.cc", "backend_context.cc", "bgemv.cc", "int8_gemv.cc", "int8_conv.cc"]
 
 _NATIVE_DIR = Path(__file__).resolve().parent / "native"
 _GEMMLOWP_DIR = Path("/usr/include/gemmlowp")

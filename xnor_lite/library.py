@@ -18,9 +18,10 @@ RUNTIME_DISTRIBUTION = "ai-edge-litert"
 # BGEMM plus xnor_lite's binary GEMV for layers that are one matrix-vector product (batch-1 fully
 # connected layers; bgemv.cc), same outputs as LCE's reference kernel, and xnor_lite's int8 GEMV
 # for LiteRT's int8 FULLY_CONNECTED / CONV_2D nodes that are one matrix-vector product (batch-1
-# int8 last layers; int8_gemv.cc), same outputs as LiteRT's own kernel; "lce" is LCE's optimized
-# BGEMM alone, as LCE's own runtime registers it, with LiteRT's builtin kernels untouched (kept
-# to compare against).
+# int8 last layers; int8_gemv.cc) and, on CPUs without the dot-product instruction, its int8
+# convolution for LiteRT's other int8 CONV_2D nodes (int8_conv.cc), same outputs as LiteRT's own
+# kernel; "lce" is LCE's optimized BGEMM alone, as LCE's own runtime registers it, with LiteRT's
+# builtin kernels untouched (kept to compare against).
 KERNELS = {"default": 0, "indirect_bgemm": 1, "reference": 2, "lce": 3}
 
 
@@ -120,6 +121,13 @@ class OpLibrary:
         kernel's int8 GEMV (batch-1 int8 layers that are one matrix-vector product) rather than
         LiteRT's own kernel."""
         counter = self._lib.xnor_lite_int8_gemv_invocations
+        counter.restype = ctypes.c_longlong
+        return int(counter())
+
+    def int8_conv_invocations(self) -> int:
+        """How many int8 CONV_2D invocations in this process ran the "default" kernel's int8
+        convolution (CPUs without the dot-product instruction) rather than LiteRT's own kernel."""
+        counter = self._lib.xnor_lite_int8_conv_invocations
         counter.restype = ctypes.c_longlong
         return int(counter())
 

@@ -37,6 +37,7 @@
 #endif
 
 #include "backend_context.h"
+#include "int8_conv.h"
 #include "ruy/context.h"
 #include "ruy/thread_pool.h"
 #include "tflite/core/c/builtin_op_data.h"
@@ -44,6 +45,7 @@
 #include "tflite/kernels/internal/quantization_util.h"
 #include "tflite/kernels/internal/tensor_ctypes.h"
 #include "tflite/kernels/kernel_util.h"
+#include "tflite/kernels/padding.h"
 
 namespace xnor_lite {
 namespace {
@@ -345,6 +347,8 @@ struct NodeData {
   const Slot* slot = nullptr;
   void* upstream = nullptr;
   bool gemv = false;  // decided by Prepare
+  bool conv = false;  // decided by Prepare, when not `gemv`
+  Int8Conv convolution;
   const void* packed_from = nullptr;  // the weights `rows` holds
   PackedInt8Rows rows;
   std::vector<std::int32_t> multiplier, shift;  // per row
@@ -488,6 +492,74 @@ bool PrepareGemv(TfLiteContext* context, TfLiteNode* node, NodeData* data) {
   return true;
 }
 
+// CONV_2D that our GEMV does not take, on a CPU without the dot-product instruction
+// (Int8Conv::Available()): int8, per-tensor or per-channel filter, one group, no dilation, any
+// filter size, stride, padding and batch, and more than one output pixel (a single one is one
+// column, which LiteRT runs through CustomGemv's rounding rather than ruy's).
+bool PrepareConvolution(TfLiteContext* context, TfLiteNode* node, NodeData* data) {
+  if (data->slot->op != Int8GemvOp::kConv2D || !Int8Conv::Available()) return false;
+  const auto* params = static_cast<const TfLiteConvParams*>(node->builtin_data);
+  if (params == nullptr || !ClampActivation(params->activation)) return false;
+  if (params->dilation_height_factor != 1 || params->dilation_width_factor != 1) return false;
+  Tensors t;
+  if (!Int8Tensors(context, node, &t)) return false;
+  if (tflite::NumDimensions(t.input) != 4 || tflite::NumDimensions(t.weights) != 4 ||
+      tflite::NumDimensions(t.output) != 4)
+    return false;
+  Int8ConvShape shape;
+  shape.batch = tflite::SizeOfDimension(t.input, 0);
+  shape.input_height = tflite::SizeOfDimension(t.input, 1);
+  shape.input_width = tflite::SizeOfDimension(t.input, 2);
+  shape.input_channels = tflite::SizeOfDimension(t.input, 3);
+  shape.output_channels = tflite::SizeOfDimension(t.weights, 0);
+  shape.filter_height = tflite::SizeOfDimension(t.weights, 1);
+  shape.filter_width = tflite::SizeOfDimension(t.weights, 2);
+  shape.stride_height = params->stride_height;
+  shape.stride_width = params->stride_width;
+  if (tflite::SizeOfDimension(t.weights, 3) != shape.input_channels) return false;  // groups
+  // LiteRT's own padding (conv.cc's Prepare computes it with the same function).
+  const TfLitePaddingValues padding = tflite::ComputePaddingHeightWidth(
+      shape.stride_height, shape.stride_width, 1, 1, shape.input_height, shape.input_width,
+      shape.filter_height, shape.filter_width, params->padding, &shape.output_height, &shape.output_width);
+  shape.pad_top = padding.height;
+  shape.pad_left = padding.width;
+  if (tflite::SizeOfDimension(t.output, 0) != shape.batch ||
+      tflite::SizeOfDimension(t.output, 1) != shape.output_height ||
+      tflite::SizeOfDimension(t.output, 2) != shape.output_width ||
+      tflite::SizeOfDimension(t.output, 3) != shape.output_channels)
+    return false;
+  if (static_cast<std::int64_t>(shape.batch) * shape.output_height * shape.output_width < 2) return false;
+  const int rows = shape.output_channels;
+  if (ScaleCount(t.weights) != 1 &&
+      (ScaleCount(t.weights) != rows ||
+       static_cast<const TfLiteAffineQuantization*>(t.weights->quantization.params)->quantized_dimension != 0))
+    return false;
+  if (t.bias != nullptr && tflite::NumElements(t.bias) != rows) return false;
+  std::vector<std::int32_t> multipliers(rows), shifts(rows);
+  std::int32_t multiplier, act_min, act_max;
+  int shift;
+  if (tflite::PopulateConvolutionQuantizationParams(context, t.input, t.weights, t.bias, t.output,
+                                                    params->activation, &multiplier, &shift, &act_min,
+                                                    &act_max, multipliers.data(), shifts.data(),
+                                                    rows) != kTfLiteOk)
+    return false;
+  return data->convolution.Prepare(shape, tflite::GetTensorData<std::int8_t>(t.weights), multipliers.data(),
+                                   shifts.data(), t.input->params.zero_point, t.output->params.zero_point,
+                                   act_min, act_max);
+}
+
+TfLiteStatus EvalConvolution(TfLiteContext* context, TfLiteNode* node, NodeData* data) {
+  const TfLiteTensor* input = tflite::GetInput(context, node, kInput);
+  const TfLiteTensor* bias = node->inputs->size == 3 ? tflite::GetOptionalInputTensor(context, node, kBias) : nullptr;
+  TfLiteTensor* output = tflite::GetOutput(context, node, 0);
+  tflite::CpuBackendContext* backend = tflite::CpuBackendContext::GetFromContext(context);
+  data->convolution.Run(tflite::GetTensorData<std::int8_t>(input),
+                        bias == nullptr ? nullptr : tflite::GetTensorData<std::int32_t>(bias),
+                        tflite::GetTensorData<std::int8_t>(output), backend->ruy_context()->mutable_thread_pool(),
+                        backend->max_num_threads());
+  return kTfLiteOk;
+}
+
 TfLiteStatus EvalGemv(TfLiteContext* context, TfLiteNode* node, NodeData* data) {
   const TfLiteTensor* input = tflite::GetInput(context, node, kInput);
   const TfLiteTensor* bias = node->inputs->size == 3 ? tflite::GetOptionalInputTensor(context, node, kBias) : nullptr;
@@ -538,12 +610,14 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     TF_LITE_ENSURE_STATUS(AsUpstream(node, data, [&] { return upstream.prepare(context, node); }));
   }
   data->gemv = PrepareGemv(context, node, data);
+  data->conv = !data->gemv && PrepareConvolution(context, node, data);
   return kTfLiteOk;
 }
 
 TfLiteStatus Invoke(TfLiteContext* context, TfLiteNode* node) {
   auto* data = static_cast<NodeData*>(node->user_data);
   if (data->gemv) return EvalGemv(context, node, data);
+  if (data->conv) return EvalConvolution(context, node, data);
   const TfLiteRegistration& upstream = data->slot->upstream;
   return AsUpstream(node, data, [&] { return upstream.invoke(context, node); });
 }

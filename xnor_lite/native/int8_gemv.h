@@ -67,8 +67,10 @@ enum class Int8GemvOp { kFullyConnected, kConv2D };
 
 // LiteRT's own registration `upstream` of builtin `op` wrapped so that a node whose
 // computation is one int8 matrix-vector product that LiteRT would run through its CustomGemv
-// (see int8_gemv.cc for the exact conditions) runs the GEMV above; every other node (float,
-// hybrid, batch > 1, ...) runs `upstream` unchanged. The registration is copied, so `upstream`
+// (see int8_gemv.cc for the exact conditions) runs the GEMV above, and, on a CPU without the
+// dot-product instruction, any other int8 CONV_2D with more than one output pixel runs Int8Conv
+// (int8_conv.h); every other node (float, hybrid, batch > 1 FULLY_CONNECTED, ...) runs
+// `upstream` unchanged. The registration is copied, so `upstream`
 // need not outlive the call. nullptr when it cannot be wrapped (already ours, or a kind of
 // registration this wrapper does not know); the caller then keeps `upstream`.
 const TfLiteRegistration* WithInt8Gemv(const TfLiteRegistration* upstream, Int8GemvOp op);

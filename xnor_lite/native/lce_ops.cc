@@ -17,6 +17,7 @@
 
 #include "backend_context.h"
 #include "bgemv.h"
+#include "int8_conv.h"
 #include "int8_gemv.h"
 #include "larq_compute_engine/tflite/kernels/lce_ops_register.h"
 #include "tflite/mutable_op_resolver.h"
@@ -34,7 +35,8 @@ using compute_engine::tflite::Register_BCONV_2D_REF;
 // kDefault: LCE's optimized BGEMM, except for nodes that are one binary matrix-vector product
 // (batch-1 fully connected layers), which run our GEMV (bgemv.h), and LiteRT's FULLY_CONNECTED
 // and CONV_2D wrapped so that their int8 batch-1 matrix-vector products run our int8 GEMV
-// (int8_gemv.h); kLce: LCE's optimized BGEMM for every node, as LCE's own runtime registers it,
+// (int8_gemv.h) and, on CPUs without the dot-product instruction, their other int8
+// convolutions our int8 convolution (int8_conv.h); kLce: LCE's optimized BGEMM for every node, as LCE's own runtime registers it,
 // and LiteRT's builtin kernels untouched.
 enum Kernel : int { kDefault = 0, kIndirectBgemm = 1, kReference = 2, kLce = 3 };
 
@@ -150,6 +152,12 @@ __attribute__((visibility("default"))) long long xnor_lite_binary_gemv_invocatio
 // kernel 0 (tests check that the dispatch takes it).
 __attribute__((visibility("default"))) long long xnor_lite_int8_gemv_invocations() {
   return xnor_lite::Int8GemvInvocations();
+}
+
+// Number of CONV_2D invocations in this process that ran the int8 convolution of kernel 0
+// (CPUs without the dot-product instruction; tests check that the dispatch takes it).
+__attribute__((visibility("default"))) long long xnor_lite_int8_conv_invocations() {
+  return xnor_lite::Int8ConvInvocations();
 }
 
 }  // extern "C"
