@@ -44,8 +44,8 @@ DEVICES = {
 # Measured with bench/arm64.py on ai-edge-litert 2.2.0: guest instructions per steady inference,
 # 224², 1 thread, on qemu's cortex-a72 (Pi 4) and cortex-a76 (Pi 5) CPU models.
 _INT8 = {
-    "pi4": "int8 first/last layers: XNORAlexNet 75.5 -> 61.3 M instructions, XNORResNet18 "
-           "118.0 -> 110.6 M (Cortex-A72: no dot-product, so the int8 first layer gains less)",
+    "pi4": "int8 first/last layers: XNORAlexNet 75.5 -> 55.2 M instructions, XNORResNet18 "
+           "118.0 -> 94.7 M (Cortex-A72, no dot-product: xnor_lite's own int8 convolution)",
     "pi5": "int8 first/last layers: XNORAlexNet 75.5 -> 43.0 M instructions, XNORResNet18 "
            "118.0 -> 81.3 M (Cortex-A76, dot-product)",
 }
@@ -57,12 +57,12 @@ _XNOR_AGREEMENT = (
 )
 # (device, kind of net) -> (use XNNPACK, why)
 _XNNPACK = {
-    ("pi4", "xnor"): (False, "XNNPACK off: XNORAlexNet 60.6 M instructions without it, 146.7 M with "
-                             "(its int8 11x11 first layer); XNORResNet18 109.1 M against 188.5 M"),
+    ("pi4", "xnor"): (False, "XNNPACK off: XNORAlexNet 54.5 M instructions without it, 146.7 M with "
+                             "(its int8 11x11 first layer); XNORResNet18 93.2 M against 188.5 M"),
     ("pi5", "xnor"): (False, "XNNPACK off: XNORAlexNet 42.3 M instructions without it, 59.0 M with; "
                              "XNORResNet18 79.8 M against 86.4 M"),
-    ("pi4", "bwn"): (False, "XNNPACK off: with int8_full, BWNAlexNet 321.8 M instructions without it, "
-                            "339.4 M with; BWNResNet18 492.2 M against 531.1 M"),
+    ("pi4", "bwn"): (False, "XNNPACK off: with int8_full, BWNAlexNet 277.1 M instructions without it, "
+                            "339.4 M with; BWNResNet18 422.4 M against 531.1 M"),
     ("pi5", "bwn"): (True, "XNNPACK on: with int8_full, BWNAlexNet 153.6 M instructions with it, "
                            "175.6 M without; BWNResNet18 226.6 M against 235.4 M"),
     # The float twins cost the same on both cores.
@@ -70,8 +70,8 @@ _XNNPACK = {
                                  "without; ResNet18 667.3 M against 687.2 M") for device in ("pi4", "pi5")},
 }
 _BWN_FORM = {
-    "pi4": "BWN layers as int8_full (int8 weights and activations): BWNAlexNet 321.8 M instructions "
-           "against 428.8 M for the float twin at its best, BWNResNet18 492.2 M against 667.3 M",
+    "pi4": "BWN layers as int8_full (int8 weights and activations): BWNAlexNet 277.1 M instructions "
+           "against 428.8 M for the float twin at its best, BWNResNet18 422.4 M against 667.3 M",
     "pi5": "BWN layers as int8_full (int8 weights and activations): BWNAlexNet 153.6 M instructions "
            "against 428.8 M for the float twin at its best, BWNResNet18 226.6 M against 667.3 M",
 }
@@ -182,7 +182,8 @@ def plan(model: tf.keras.Model, device: str) -> DevicePlan:
         reasons.append(_BWN_FORM[measured_as])
     reasons.append(why)
     reasons.append("threads: all of the device's cores (LCE's BGEMM, ruy and XNNPACK split the work)")
-    reasons.append("kernels: xnor_lite's default (LCE's aarch64 BGEMM, and xnor_lite's binary and int8 GEMVs "
-                   "for batch-1 fully connected layers; indirect_bgemm is for x86)")
+    reasons.append("kernels: xnor_lite's default (LCE's aarch64 BGEMM, xnor_lite's binary and int8 GEMVs "
+                   "for batch-1 fully connected layers and, on cores without dot-product, its int8 "
+                   "convolution; indirect_bgemm is for x86)")
     runtime = {"use_xnnpack": use_xnnpack, "num_threads": "cores", "kernel": "default"}
     return DevicePlan(DEVICES[device], kind, options, runtime, reasons)
