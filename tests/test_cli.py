@@ -380,7 +380,7 @@ def test_device_picks_int8_layers_records_runtime_settings_and_says_why(saved, t
     assert plan.kind == "xnor" and plan.convert_options == {"int8_float_layers": ["stem"]}
     assert "device pi5: Raspberry Pi 5" in stderr and "XNNPACK" in stderr and "threads" in stderr
     # an XNOR net is told what the int8 first layer does to agreement, and how to avoid it
-    assert "agreement with the float model" in stderr and "convert without --device" in stderr
+    assert "agreement with the float model" in stderr and "add --exact" in stderr
     flatbuffer = out.read_bytes()
     recorded = json.loads(read_metadata(flatbuffer, "xnor_lite.runtime"))
     assert recorded == {"device": "pi5", **plan.runtime}
@@ -434,6 +434,44 @@ def test_device_keeps_a_small_classifier_float_and_a_large_one_int8():
     large = devices.plan(model(256), "pi4")  # 1,152 x 256: 1.1 MiB, int8 saves 0.8 MiB
     assert large.convert_options == {"int8_float_layers": True, "bwn_weights": "int8_full"}
     assert not any("classifier" in reason for reason in large.reasons)
+
+
+def test_device_exact_keeps_the_model_arithmetic_with_the_device_settings(tmp_path, capsys):
+    from xnor_keras.convert import devices
+    from xnor_lite.interpreter import read_metadata
+
+    tf.keras.utils.set_random_seed(4)
+    model = _small_model(stem=True)
+    x = np.random.default_rng(5).standard_normal((16, 8, 8, 32)).astype(np.float32)
+    calibrate_batchnorm(model, x)
+    model.save(tmp_path / "stem.keras")
+    plan = devices.plan(model, "pi4", exact=True)
+    assert plan.convert_options == {} and plan.runtime["use_xnnpack"] is False
+    assert plan.reasons[0].startswith("exact:") and not plan.needs_calibration
+    out = tmp_path / "exact.tflite"
+    code, _, stderr = run([tmp_path / "stem.keras", "-o", out, "--device", "pi4", "--exact"], capsys)
+    assert code == 0, stderr
+    assert "exact: full-precision layers float32" in stderr and "agreement with the float model" not in stderr
+    flatbuffer = out.read_bytes()
+    assert json.loads(read_metadata(flatbuffer, "xnor_lite.runtime"))["device"] == "pi4"
+    assert convert.conversion_report(model, flatbuffer).int8_layers == []
+    np.testing.assert_allclose(convert.run_flatbuffer(flatbuffer, x), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+    # A BWN net keeps exact int8 weights (float arithmetic) and takes XNNPACK, measured faster for float.
+    inputs = tf.keras.Input((8, 8, 8))
+    bwn = tf.keras.Model(inputs, L.Dense(3, name="out")(L.Flatten()(xl.BWNConv2D(8, 3, name="bwn")(inputs))))
+    bwn_plan = devices.plan(bwn, "pi4", exact=True)
+    assert bwn_plan.convert_options == {"bwn_weights": "int8"} and bwn_plan.runtime["use_xnnpack"] is True
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [([], "--exact: only with --device"), (["--device", "pi4", "--int8-float-layers"], "are not exact"),
+     (["--device", "pi4", "--bwn-weights", "int8_full"], "are not exact")],
+)
+def test_exact_without_device_or_with_int8_exits_2(saved, tmp_path, capsys, extra, message):
+    out = tmp_path / "m.tflite"
+    code, _, stderr = run([saved.keras, "-o", out, "--exact", *extra], capsys)
+    assert code == 2 and message in stderr and not out.exists()
 
 
 def test_device_without_calibration_data_exits_2_naming_it(saved, tmp_path, capsys):

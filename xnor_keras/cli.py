@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
              "xnor_lite.Interpreter; prints what it chose and why. Needs --calibration-data",
     )
     conv.add_argument(
+        "--exact", action="store_true",
+        help="with --device: no int8 activations, so the file computes what the Keras model computes "
+             "(an XNOR net's int8 first layer moves ~5%% of its decisions), with the runtime settings "
+             "measured best for that form; no --calibration-data needed",
+    )
+    conv.add_argument(
         "--int8-float-layers", action="store_true",
         help="make the full-precision Conv2D/Dense layers (first, last, shortcuts) int8; "
              "needs --calibration-data; verification then compares with the int8 reference",
@@ -228,6 +234,11 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-o/--output: expected a path ending in .tflite, got {str(args.output)!r}")
     if args.output.exists() and args.output.is_dir():
         parser.error(f"-o/--output: {args.output} is a directory")
+    if args.exact and not args.device:
+        parser.error("--exact: only with --device (a conversion without --device is exact already)")
+    if args.exact and (args.int8_float_layers or args.bwn_weights in ("int8_full", "int8_dynamic")):
+        parser.error(f"--exact: int8 activations ({'--int8-float-layers' if args.int8_float_layers else '--bwn-weights ' + args.bwn_weights}) "
+                     "are not exact; leave them out")
     int8_activations = args.int8_float_layers or args.bwn_weights == "int8_full"
     if args.calibration_data is not None and not int8_activations and not args.device:
         parser.error("--calibration-data: only used with --int8-float-layers or --bwn-weights int8_full")
@@ -288,7 +299,7 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         if args.device:
             from xnor_keras.convert import devices
 
-            device_plan = devices.plan(model, args.device)
+            device_plan = devices.plan(model, args.device, exact=args.exact)
             _log(device_plan.describe())
             if device_plan.needs_calibration and calibration is None:
                 made_int8 = device_plan.convert_options.get("int8_float_layers")

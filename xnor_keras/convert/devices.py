@@ -53,7 +53,7 @@ _INT8 = {
 _XNOR_AGREEMENT = (
     "int8 first layer on an XNOR net: accuracy kept (91.08% on arm64 against 91.08%) but ~95% top-1 "
     "agreement with the float model, as much as +-0.5 grey levels of input noise moves the float "
-    "model itself; convert without --device for a file that follows it decision for decision"
+    "model itself; add --exact for a file that follows it decision for decision (float first layer)"
 )
 # (device, kind of net) -> (use XNNPACK, why)
 _XNNPACK = {
@@ -68,6 +68,23 @@ _XNNPACK = {
     # The float twins cost the same on both cores.
     **{(device, "float"): (True, "XNNPACK on: AlexNet 428.8 M instructions with it, 462.7 M "
                                  "without; ResNet18 667.3 M against 687.2 M") for device in ("pi4", "pi5")},
+}
+# --device ... --exact: no int8 activations. Same figures on both cores (bench/arm64.py --cpu
+# cortex-a72 | cortex-a76: the float and binary kernels do not use dot-product).
+_EXACT = {
+    "xnor": "exact: full-precision layers float32, so the file follows the float model decision for "
+            "decision (100% top-1 agreement on the published XNORResNet18, all 10,000 test images); "
+            "on the Pi 4 it costs XNORAlexNet 74.8 M instructions against 54.5 M with int8 (pad_values=1), "
+            "XNORResNet18 116.5 M against 93.2 M",
+    "bwn": "exact: full-precision layers float32 and BWN weights stored int8 with float32 arithmetic "
+           "(bwn_weights='int8', bit for bit the float filters): as fast as the float twin (BWNAlexNet "
+           "428.8 M instructions, BWNResNet18 667.3 M, with XNNPACK) at a quarter of its weight bytes",
+}
+_EXACT_XNNPACK = {
+    "xnor": (False, "XNNPACK off: XNORAlexNet (pad_values=1, float first/last layers) 74.8 M instructions "
+                    "without it, 95.7 M with; XNORResNet18 116.5 M against 135.8 M"),
+    "bwn": (True, "XNNPACK on: BWNAlexNet (float arithmetic) 428.8 M instructions with it, 462.7 M "
+                  "without; BWNResNet18 667.3 M against 687.2 M"),
 }
 _BWN_FORM = {
     "pi4": "BWN layers as int8_full (int8 weights and activations): BWNAlexNet 277.1 M instructions "
@@ -142,8 +159,14 @@ def _kind(model: tf.keras.Model) -> str:
     return "float"
 
 
-def plan(model: tf.keras.Model, device: str) -> DevicePlan:
+def plan(model: tf.keras.Model, device: str, *, exact: bool = False) -> DevicePlan:
     """The options and settings measured best for `model` on `device` ("pi4", "pi5", "arm64").
+
+    With `exact`, the fastest form that computes what the Keras model computes: no int8
+    activations (the full-precision layers stay float32; BWN weights are stored int8 and
+    computed in float32, bit for bit), with the runtime settings measured best for that form.
+    An XNOR net's int8 first layer moves ~5% of its top-1 decisions (BENCHMARKS.md); this is
+    the file that follows the float model decision for decision.
 
     Raises:
         ValueError: an unknown device, naming the known ones.
@@ -155,6 +178,13 @@ def plan(model: tf.keras.Model, device: str) -> DevicePlan:
     kind = _kind(model)
     measured_as = "pi4" if device == "arm64" else device
     use_xnnpack, why = _XNNPACK[(measured_as, kind)]
+    if exact and kind != "float":
+        # The device's runtime settings with the model's own arithmetic: no int8 activations;
+        # BWN weights stored int8 but computed in float32 (bit for bit the float filter).
+        options = {"bwn_weights": "int8"} if kind == "bwn" else {}
+        use_xnnpack, why = _EXACT_XNNPACK[kind]
+        reasons = [_EXACT[kind]]
+        return _finish(device, kind, options, use_xnnpack, why, reasons)
     if kind == "float":
         # A float net's "first and last layers" are all its layers: int8 would be a different
         # model, which --device does not decide for you (convert with --int8-float-layers).
@@ -180,6 +210,10 @@ def plan(model: tf.keras.Model, device: str) -> DevicePlan:
     if kind == "bwn":
         options["bwn_weights"] = "int8_full"
         reasons.append(_BWN_FORM[measured_as])
+    return _finish(device, kind, options, use_xnnpack, why, reasons)
+
+
+def _finish(device: str, kind: str, options: dict, use_xnnpack: bool, why: str, reasons: list) -> DevicePlan:
     reasons.append(why)
     reasons.append("threads: all of the device's cores (LCE's BGEMM, ruy and XNNPACK split the work)")
     reasons.append("kernels: xnor_lite's default (LCE's aarch64 BGEMM, xnor_lite's binary and int8 GEMVs "
