@@ -128,7 +128,7 @@ def evaluate(model_name: str, run: Path, limit: int | None, arm64_images: int) -
     from xnor_keras import training
 
     model, _ = training.load_trained_model(run)
-    x, y = test_set(IMAGE_SIZE[family(model_name)], limit)
+    x, y = test_set(int(model.input_shape[1]), limit)  # the run's own size (a run may change it)
     keras_probs = model.predict(x, batch_size=500, verbose=0)
     row = {"model": model_name, "test_images": len(x),
            "keras_accuracy": float(np.mean(keras_probs.argmax(-1) == y))}
