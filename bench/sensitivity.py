@@ -1,6 +1,6 @@
 """How far an int8 layer can agree with Keras: the trained nets' own sensitivity to tiny input changes.
 
-`--device pi4` files of the published XNORResNet18 agree with the float Keras model on 95.4% of
+`--device pi4` files of the published XNORResNet18 (the 32x32 weights published before the 64x64 ones) agree with the float Keras model on 95.4% of
 the Fashion-MNIST test images (BENCHMARKS.md, "`--device pi4` files"), against issue 19's target
 of 99.5%, with no accuracy lost. This script measures why, on the Keras side alone (no
 flatbuffer: `xnor_keras.convert.int8_reference` is the Keras model that computes what the int8
