@@ -104,6 +104,23 @@ def no_network(monkeypatch):
     assert not attempts, f"network access attempted: {attempts}"
 
 
+@pytest.fixture(scope="session")
+def host_library():
+    """xnor_lite's library built for this machine (the native-kernel tests' host half)."""
+    import xnor_lite
+    from xnor_lite import build
+
+    return xnor_lite.load_library(build.build_library("host", log=lambda line: None))
+
+
+def run_at_batch(interpreter, x: np.ndarray) -> np.ndarray:
+    """Every sample at batch 1, or the whole batch in one invocation for a fixed batch > 1 (as
+    the guest script below does)."""
+    if interpreter.input_shapes[0][0] == 1:
+        return interpreter.predict(x)
+    return interpreter.invoke([x])[0]
+
+
 # Runs in the emulated target's venv: every case under each (kernel, threads) setting, outputs to
 # .npy files, and how far the library counter named in the request moved for each.
 _NATIVE_CASES_GUEST = """

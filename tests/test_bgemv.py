@@ -22,7 +22,6 @@ import xnor_lite
 from xnor_keras import convert
 from xnor_keras.layers import XNORConv2D, XNORDense
 from xnor_keras.testing_utils import calibrate_batchnorm
-from xnor_lite import build
 
 from conftest import run_native_cases_on_arm64
 
@@ -130,11 +129,6 @@ def cases():
         x = rng.standard_normal((SAMPLES, *input_shape)).astype(np.float32)
         built[name] = (flatbuffer, x, gemv_nodes * SAMPLES)
     return built
-
-
-@pytest.fixture(scope="module")
-def host_library():
-    return xnor_lite.load_library(build.build_library("host", log=lambda line: None))
 
 
 def _assert_same_as_reference(actual: np.ndarray, reference: np.ndarray, *, gemv: bool) -> None:

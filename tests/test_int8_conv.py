@@ -22,9 +22,8 @@ import pytest
 import tensorflow as tf
 
 import xnor_lite
-from xnor_lite import build
 
-from conftest import run_native_cases_on_arm64
+from conftest import run_at_batch, run_native_cases_on_arm64
 
 SAMPLES = 2
 # name -> (input shape, filters, kernel size, strides, padding, options, convolution nodes per
@@ -196,24 +195,13 @@ def test_cases_are_what_they_say(cases):
             assert _zero_points(flatbuffer)[1] == -128, name
 
 
-@pytest.fixture(scope="module")
-def host_library():
-    return xnor_lite.load_library(build.build_library("host", log=lambda line: None))
-
-
-def _run(interpreter: xnor_lite.Interpreter, x: np.ndarray) -> np.ndarray:
-    if interpreter.input_shapes[0][0] == 1:
-        return interpreter.predict(x)
-    return interpreter.invoke([x])[0]
-
-
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_int8_conv_stays_off_on_the_host(cases, host_library, num_threads):
     before = host_library.int8_conv_invocations()
     for name, (flatbuffer, x, _) in cases.items():
-        reference = _run(xnor_lite.Interpreter(flatbuffer, kernel="lce", num_threads=num_threads,
+        reference = run_at_batch(xnor_lite.Interpreter(flatbuffer, kernel="lce", num_threads=num_threads,
                                                library=host_library), x)
-        actual = _run(xnor_lite.Interpreter(flatbuffer, kernel="default", num_threads=num_threads,
+        actual = run_at_batch(xnor_lite.Interpreter(flatbuffer, kernel="default", num_threads=num_threads,
                                             library=host_library), x)
         np.testing.assert_array_equal(actual, reference, err_msg=name)
     assert host_library.int8_conv_invocations() == before

@@ -23,9 +23,8 @@ import pytest
 import tensorflow as tf
 
 import xnor_lite
-from xnor_lite import build
 
-from conftest import run_native_cases_on_arm64
+from conftest import run_at_batch, run_native_cases_on_arm64
 
 SAMPLES = 6
 # name -> (input shape, layer, units, options, GEMV nodes per invocation). layer: "dense" or
@@ -194,18 +193,6 @@ def cases():
     return built
 
 
-@pytest.fixture(scope="module")
-def host_library():
-    return xnor_lite.load_library(build.build_library("host", log=lambda line: None))
-
-
-def _run(interpreter: xnor_lite.Interpreter, x: np.ndarray) -> np.ndarray:
-    """Every sample at batch 1, or the whole batch in one invocation for a fixed batch > 1."""
-    if interpreter.input_shapes[0][0] == 1:
-        return interpreter.predict(x)
-    return interpreter.invoke([x])[0]
-
-
 def test_cases_are_the_ops_they_name(cases):
     for name, (flatbuffer, _, _) in cases.items():
         op, weights_type, scales = _op_details(flatbuffer)
@@ -227,10 +214,10 @@ def test_cases_are_the_ops_they_name(cases):
 def test_int8_gemv_equals_litert_on_the_host(cases, host_library, name, num_threads):
     flatbuffer, x, expected_gemv = cases[name]
     before = host_library.int8_gemv_invocations()
-    reference = _run(xnor_lite.Interpreter(flatbuffer, kernel="lce", num_threads=num_threads,
+    reference = run_at_batch(xnor_lite.Interpreter(flatbuffer, kernel="lce", num_threads=num_threads,
                                            library=host_library), x)
     assert host_library.int8_gemv_invocations() == before  # "lce" never takes it
-    actual = _run(xnor_lite.Interpreter(flatbuffer, kernel="default", num_threads=num_threads,
+    actual = run_at_batch(xnor_lite.Interpreter(flatbuffer, kernel="default", num_threads=num_threads,
                                         library=host_library), x)
     assert host_library.int8_gemv_invocations() - before == expected_gemv
     assert actual.dtype == reference.dtype
