@@ -22,6 +22,7 @@
 #endif
 
 #include "flatbuffers/flexbuffers.h"
+#include "kernel_util.h"
 #include "larq_compute_engine/core/bconv2d/output_transform.h"
 #include "larq_compute_engine/core/bitpacking/bitpack.h"
 #include "larq_compute_engine/core/types.h"
@@ -40,8 +41,6 @@ using compute_engine::core::bconv2d::OutputTransform;
 using compute_engine::core::bitpacking::GetBitpackedSize;
 
 std::atomic<std::int64_t> gemv_invocations{0};
-
-int CeilDiv(int a, int b) { return (a + b - 1) / b; }
 
 }  // namespace
 
@@ -142,15 +141,6 @@ static void BlockPopcounts(const std::uint32_t* packed, const std::uint32_t* inp
 
 namespace {
 
-// One thread's share of the row blocks.
-struct BlockRange : ruy::Task {
-  const std::uint32_t* packed;
-  const std::uint32_t* input;
-  int chunks, first_block, end_block;
-  std::int32_t* sums;
-  void Run() override { BlockPopcounts(packed, input, chunks, first_block, end_block, sums); }
-};
-
 // Fewer rows than this per thread cost more in waking threads than they save.
 constexpr int kMinBlocksPerThread = 64;
 
@@ -159,21 +149,10 @@ constexpr int kMinBlocksPerThread = 64;
 void PackedBinaryRows::XorPopcounts(const std::int32_t* input, std::int32_t* popcounts,
                                     ruy::ThreadPool* pool, int threads) {
   std::memcpy(input_.data(), input, static_cast<std::size_t>(words_) * sizeof(std::int32_t));
-  const int tasks = pool == nullptr ? 1 : std::max(1, std::min(threads, blocks_ / kMinBlocksPerThread));
-  if (tasks == 1) {
-    BlockPopcounts(packed_.data(), input_.data(), chunks_, 0, blocks_, block_sums_.data());
-  } else {
-    std::vector<BlockRange> ranges(tasks);
-    for (int i = 0; i < tasks; ++i) {
-      ranges[i].packed = packed_.data();
-      ranges[i].input = input_.data();
-      ranges[i].chunks = chunks_;
-      ranges[i].first_block = static_cast<int>(static_cast<std::int64_t>(blocks_) * i / tasks);
-      ranges[i].end_block = static_cast<int>(static_cast<std::int64_t>(blocks_) * (i + 1) / tasks);
-      ranges[i].sums = block_sums_.data();
-    }
-    pool->Execute(tasks, ranges.data());
-  }
+  const int shares = ShareCount(pool, threads, blocks_, blocks_, kMinBlocksPerThread);
+  RunInShares(pool, shares, blocks_, [this](int first, int end, int) {
+    BlockPopcounts(packed_.data(), input_.data(), chunks_, first, end, block_sums_.data());
+  });
   std::copy(block_sums_.begin(), block_sums_.begin() + rows_, popcounts);
 }
 

@@ -26,11 +26,9 @@
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
-#if defined(__linux__)
-#include <sys/auxv.h>
-#endif
 #endif
 
+#include "kernel_util.h"
 #include "ruy/thread_pool.h"
 
 namespace xnor_lite {
@@ -42,8 +40,6 @@ constexpr int kChunk = 16;      // int8 depth per full step
 constexpr int kHalfChunk = 8;   // int8 depth of the last step when at most 8 remain
 constexpr int kParamsPerBlock = 4 * Int8Conv::kRows;  // offsets, left shifts, multipliers, right shifts
 constexpr int kGroupBytes = 16 * 1024;  // packed patches shared by the row blocks (within L1)
-
-int CeilDiv(int a, int b) { return (a + b - 1) / b; }
 
 // Where depth index k of lane `lane` (a row of a row block, a column of a tile) lies in a
 // packed block of `full` 16-deep steps and an optional 8-deep one: each step holds its 4 lanes
@@ -229,9 +225,7 @@ static inline void Interleave(std::int8_t* tile, const std::int8_t* const patche
 
 bool Int8Conv::Available() {
 #if defined(__linux__)
-  constexpr unsigned long kHwcapAsimdDp = 1UL << 20;  // Linux's HWCAP_ASIMDDP
-  static const bool available = (getauxval(AT_HWCAP) & kHwcapAsimdDp) == 0;
-  return available;
+  return !CpuHasDotProduct();
 #else
   return false;
 #endif
@@ -459,17 +453,6 @@ void Int8Conv::RunTiles(const std::int8_t* input, std::int8_t* output, int first
 
 namespace {
 
-// One thread's share of the tiles.
-struct TileRange : ruy::Task {
-  const Int8Conv* conv;
-  void (*run)(const Int8Conv*, const std::int8_t*, std::int8_t*, int, int, void*);
-  const std::int8_t* input;
-  std::int8_t* output;
-  int first_tile, end_tile;
-  void* buffers;
-  void Run() override { run(conv, input, output, first_tile, end_tile, buffers); }
-};
-
 // Less work than this per thread costs more in waking threads than it saves.
 constexpr std::int64_t kMinMacsPerThread = 1 << 18;
 
@@ -484,27 +467,11 @@ void Int8Conv::Run(const std::int8_t* input, const std::int32_t* bias, std::int8
     params_[(row / kRows) * kParamsPerBlock + row % kRows] = static_cast<std::int32_t>(offset);
   }
   const std::int64_t macs = static_cast<std::int64_t>(columns_) * depth_ * shape_.output_channels;
-  const int tasks = pool == nullptr ? 1
-                                    : static_cast<int>(std::max<std::int64_t>(
-                                          1, std::min<std::int64_t>({threads, tiles_, macs / kMinMacsPerThread})));
-  if (buffers_.size() < static_cast<std::size_t>(tasks)) buffers_.resize(tasks);
-  if (tasks == 1) {
-    RunTiles(input, output, 0, tiles_, &buffers_[0]);
-  } else {
-    std::vector<TileRange> ranges(tasks);
-    for (int i = 0; i < tasks; ++i) {
-      TileRange& range = ranges[i];
-      range.conv = this;
-      range.run = [](const Int8Conv* conv, const std::int8_t* in, std::int8_t* out, int first, int end,
-                     void* buffers) { conv->RunTiles(in, out, first, end, static_cast<Buffers*>(buffers)); };
-      range.input = input;
-      range.output = output;
-      range.first_tile = static_cast<int>(static_cast<std::int64_t>(tiles_) * i / tasks);
-      range.end_tile = static_cast<int>(static_cast<std::int64_t>(tiles_) * (i + 1) / tasks);
-      range.buffers = &buffers_[i];
-    }
-    pool->Execute(tasks, ranges.data());
-  }
+  const int shares = ShareCount(pool, threads, tiles_, macs, kMinMacsPerThread);
+  if (buffers_.size() < static_cast<std::size_t>(shares)) buffers_.resize(shares);
+  RunInShares(pool, shares, tiles_, [&](int first, int end, int share) {
+    RunTiles(input, output, first, end, &buffers_[share]);
+  });
   conv_invocations.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -88,7 +88,7 @@ class Int8Conv {
   std::vector<std::int32_t> params_;
   // The output zero point as 8 int16, then act_min and act_max as 16 int8 each.
   std::int8_t output_constants_[48] = {};
-  std::vector<Buffers> buffers_;  // one per task
+  std::vector<Buffers> buffers_;  // one per share of the work
 };
 
 // How many times Int8Conv::Run ran in this process: the CONV_2D invocations that took this

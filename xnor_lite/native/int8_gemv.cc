@@ -31,13 +31,11 @@
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
-#if defined(__linux__)
-#include <sys/auxv.h>
-#endif
 #endif
 
 #include "backend_context.h"
 #include "int8_conv.h"
+#include "kernel_util.h"
 #include "ruy/context.h"
 #include "ruy/thread_pool.h"
 #include "tflite/core/c/builtin_op_data.h"
@@ -51,8 +49,6 @@ namespace xnor_lite {
 namespace {
 
 std::atomic<std::int64_t> gemv_invocations{0};
-
-int CeilDiv(int a, int b) { return (a + b - 1) / b; }
 
 constexpr int kBlockBytes = PackedInt8Rows::kRows * PackedInt8Rows::kChunk;  // one chunk of a block
 
@@ -182,13 +178,9 @@ static void BlockDotsDotProduct(const std::int8_t* packed, const std::int8_t* in
 
 using BlockDotsFunction = void (*)(const std::int8_t*, const std::int8_t*, int, int, int, std::int32_t*);
 
-// sdot where the CPU has it (Linux's HWCAP_ASIMDDP, bit 20 of AT_HWCAP), else smull/sadalp.
+// sdot where the CPU has it, else smull/sadalp.
 static BlockDotsFunction ChooseBlockDots() {
-#if defined(__linux__)
-  constexpr unsigned long kHwcapAsimdDp = 1UL << 20;
-  if ((getauxval(AT_HWCAP) & kHwcapAsimdDp) != 0) return BlockDotsDotProduct;
-#endif
-  return BlockDots;
+  return CpuHasDotProduct() ? BlockDotsDotProduct : BlockDots;
 }
 
 #else
@@ -222,15 +214,6 @@ namespace {
 // The kernel for this CPU, chosen once.
 const BlockDotsFunction block_dots = ChooseBlockDots();
 
-// One thread's share of the row blocks.
-struct BlockRange : ruy::Task {
-  const std::int8_t* packed;
-  const std::int8_t* input;
-  int chunks, first_block, end_block;
-  std::int32_t* sums;
-  void Run() override { block_dots(packed, input, chunks, first_block, end_block, sums); }
-};
-
 // Less work than this per thread costs more in waking threads than it saves.
 constexpr std::int64_t kMinMacsPerThread = 1 << 16;
 
@@ -240,24 +223,10 @@ void PackedInt8Rows::DotProducts(const std::int8_t* input, std::int32_t* sums,
                                  ruy::ThreadPool* pool, int threads) {
   std::memcpy(input_.data(), input, static_cast<std::size_t>(depth_));
   const std::int64_t macs = static_cast<std::int64_t>(blocks_) * kRows * chunks_ * kChunk;
-  const int tasks = pool == nullptr
-                        ? 1
-                        : static_cast<int>(std::max<std::int64_t>(
-                              1, std::min<std::int64_t>({threads, blocks_, macs / kMinMacsPerThread})));
-  if (tasks == 1) {
-    block_dots(packed_.data(), input_.data(), chunks_, 0, blocks_, block_sums_.data());
-  } else {
-    std::vector<BlockRange> ranges(tasks);
-    for (int i = 0; i < tasks; ++i) {
-      ranges[i].packed = packed_.data();
-      ranges[i].input = input_.data();
-      ranges[i].chunks = chunks_;
-      ranges[i].first_block = static_cast<int>(static_cast<std::int64_t>(blocks_) * i / tasks);
-      ranges[i].end_block = static_cast<int>(static_cast<std::int64_t>(blocks_) * (i + 1) / tasks);
-      ranges[i].sums = block_sums_.data();
-    }
-    pool->Execute(tasks, ranges.data());
-  }
+  const int shares = ShareCount(pool, threads, blocks_, macs, kMinMacsPerThread);
+  RunInShares(pool, shares, blocks_, [this](int first, int end, int) {
+    block_dots(packed_.data(), input_.data(), chunks_, first, end, block_sums_.data());
+  });
   std::copy(block_sums_.begin(), block_sums_.begin() + rows_, sums);
 }
 
