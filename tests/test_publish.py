@@ -43,6 +43,10 @@ def test_publish_packs_the_best_validation_epoch_and_the_published_model_reprodu
     (published,) = json.loads(summary.read_text())
     assert published["weights"] == "best epoch on train[-200:]"
     assert published["packing"] == {"float_dtype": "float16", "int8_kernels": "all"}
+    # The default description says what trained the weights, from the run's own config.
+    description = published["record"]["description"]
+    assert description.startswith("3 epochs at 32x32, recipe small-images (adam lr 0.001, cosine schedule, "
+                                  "no random crops), batch 32; weights: best epoch on train[-200:];"), description
     packed = folder / "XNORResNet18-tiny.xbw"
     assert xbw.read_binary_weights(packed).header["version"] == 3
     (entry,) = json.loads((folder / "index.json").read_text())

@@ -70,6 +70,15 @@ def _test_split(config: dict):
     return (raw_images, raw_labels), (np.concatenate(inputs), np.concatenate(labels))
 
 
+def _default_description(config: dict, metrics: dict, input_shape, selected: str) -> str:
+    """One line from the run's own record: what trained the weights and which epoch they are."""
+    crops = {True: "random crops", False: "no random crops"}.get(config.get("augment"), "the recipe's augmentation")
+    schedule = f"{config['schedule']} schedule" if config.get("schedule") else "the recipe's schedule"
+    return (f"{config['epochs']} epochs at {input_shape[0]}x{input_shape[1]}, recipe {config.get('recipe')} "
+            f"({config['optimizer']} lr {config['learning_rate']:g}, {schedule}, {crops}), batch "
+            f"{config['batch_size']}; weights: {selected}; {metrics.get('train_seconds', 0) / 60:.0f} min of training")
+
+
 def publish(run: Path, name: str, folder: Path, description: str | None, *, float16_rest: bool = False,
             int8_kernels=None) -> dict:
     import hashlib
@@ -134,11 +143,7 @@ def publish(run: Path, name: str, folder: Path, description: str | None, *, floa
         "model": model_name, "name": name, "file": target.name, "sha256": entry.sha256,
         "classes": entry.classes, "input_shape": list(entry.input_shape), "dataset": entry.dataset,
         "accuracy": round(accuracy, 4),
-        "description": description or (
-            f"{config['epochs']} epochs, recipe {config.get('recipe')}, {config['optimizer']} "
-            f"lr {config['learning_rate']:g}, batch {config['batch_size']}, trained at "
-            f"{entry.input_shape[0]}x{entry.input_shape[1]} ({metrics.get('train_seconds', 0) / 60:.0f} min "
-            "on 2 CPU cores)"),
+        "description": description or _default_description(config, metrics, entry.input_shape, selected),
         "options": entry.options, "raw_input_shape": list(entry.raw_input_shape),
         "mean": list(entry.mean), "std": list(entry.std),
     }
