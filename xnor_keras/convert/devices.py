@@ -122,7 +122,7 @@ class DevicePlan:
 
 # A classifier this small stays float32 under --device: int8 saves at most 0.75 MiB and no
 # measurable time, and its per-tensor int8 (LCE 0.16 cannot transpose a per-channel FC kernel)
-# moves decisions. Measured on the published Fashion-MNIST nets (LCE's x86 interpreter, all
+# moves decisions. Measured on the Fashion-MNIST nets published at 32x32 (LCE's x86 interpreter, all
 # 10,000 test images, BWN int8_full): BWNResNet18 top-1 agreement with Keras 99.25% -> 99.67%
 # (99.65% on arm64), XNORResNet18 95.40% -> 95.42% (its int8 first layer decides there).
 _FLOAT_CLASSIFIER_BYTES = 2**20
@@ -204,8 +204,8 @@ def plan(model: tf.keras.Model, device: str, *, exact: bool = False) -> DevicePl
             kib = 4 * int(np.prod(classifier.kernel.shape)) / 2**10
             reasons.append(
                 f"classifier {classifier.name!r} kept float32 ({kib:,.0f} KiB): int8 would save "
-                "almost nothing and moves decisions (BWNResNet18 on Fashion-MNIST: top-1 agreement "
-                "with Keras 99.25% with it int8, 99.67% float)"
+                "almost nothing and moves decisions (BWNResNet18 on Fashion-MNIST, 32x32 weights: top-1 "
+                "agreement with Keras 99.25% with it int8, 99.67% float)"
             )
     if kind == "bwn":
         options["bwn_weights"] = "int8_full"
