@@ -236,10 +236,10 @@ def to_tflite_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-o/--output: {args.output} is a directory")
     if args.exact and not args.device:
         parser.error("--exact: only with --device (a conversion without --device is exact already)")
-    if args.exact and (args.int8_float_layers or args.bwn_weights in ("int8_full", "int8_dynamic")):
-        parser.error(f"--exact: int8 activations ({'--int8-float-layers' if args.int8_float_layers else '--bwn-weights ' + args.bwn_weights}) "
-                     "are not exact; leave them out")
     int8_activations = args.int8_float_layers or args.bwn_weights == "int8_full"
+    if args.exact and (int8_activations or args.bwn_weights == "int8_dynamic"):
+        given = "--int8-float-layers" if args.int8_float_layers else f"--bwn-weights {args.bwn_weights}"
+        parser.error(f"--exact: int8 activations ({given}) are not exact; leave them out")
     if args.calibration_data is not None and not int8_activations and not args.device:
         parser.error("--calibration-data: only used with --int8-float-layers or --bwn-weights int8_full")
     if args.int8_float_layers and args.calibration_data is None:
